@@ -1,0 +1,7 @@
+module github.com/hivemind/hivemind/services/host
+
+go 1.26
+
+require github.com/hivemind/hivemind/pkg v0.0.0
+
+replace github.com/hivemind/hivemind/pkg => ../../pkg
