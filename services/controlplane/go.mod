@@ -1,7 +1,19 @@
 module github.com/hivemind/hivemind/services/controlplane
 
-go 1.26
+go 1.26.0
 
 require github.com/hivemind/hivemind/pkg v0.0.0
+
+require (
+	github.com/anishathalye/porcupine v1.3.1 // indirect
+	go.etcd.io/bbolt v1.4.3 // indirect
+	go.etcd.io/raft/v3 v3.7.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/grpc v1.85.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
 
 replace github.com/hivemind/hivemind/pkg => ../../pkg
