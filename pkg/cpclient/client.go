@@ -1,0 +1,325 @@
+// Package cpclient is the client every role uses to talk to the control
+// plane. It spreads over several control-plane endpoints, prefers the
+// leader (so writes skip the forwarding hop), and retries UNAVAILABLE on
+// another endpoint with backoff. Writes carry an idempotency key, set once
+// per call before the first attempt, so a retry after a lost answer is
+// applied once.
+package cpclient
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/grpcclient"
+)
+
+// Config configures a Client. Zero values take the documented defaults.
+type Config struct {
+	// Endpoints are control-plane gRPC addresses. At least one.
+	Endpoints []string
+	// Dial is the connection configuration (TLS, message sizes). Its own
+	// retries are turned off: the Client retries across endpoints instead.
+	Dial grpcclient.Config
+	// MaxAttempts of one call over all endpoints. Default 10.
+	MaxAttempts int
+	// BackoffBase doubles per attempt up to BackoffMax. Defaults 50ms, 1s.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// CallOptions are added to every call (e.g. per-RPC credentials).
+	CallOptions []grpc.CallOption
+}
+
+// Client is safe for concurrent use.
+type Client struct {
+	cfg   Config
+	conns []*grpc.ClientConn
+	apis  []hivemindv1.ControlPlaneClient
+
+	mu      sync.Mutex
+	current int
+}
+
+// New connects (lazily) to every endpoint.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("cpclient: no control-plane endpoints")
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 10
+	}
+	if cfg.BackoffBase == 0 {
+		cfg.BackoffBase = 50 * time.Millisecond
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = time.Second
+	}
+	cfg.Dial.MaxRetries = -1
+	c := &Client{cfg: cfg}
+	for _, ep := range cfg.Endpoints {
+		conn, err := grpcclient.Dial(ep, cfg.Dial)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("cpclient: dial %s: %w", ep, err)
+		}
+		c.conns = append(c.conns, conn)
+		c.apis = append(c.apis, hivemindv1.NewControlPlaneClient(conn))
+	}
+	return c, nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	var errs []error
+	for _, conn := range c.conns {
+		errs = append(errs, conn.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// NewIdempotencyKey returns a random key for a write.
+func NewIdempotencyKey() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (c *Client) pick() (int, hivemindv1.ControlPlaneClient) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current, c.apis[c.current]
+}
+
+// failed moves on from endpoint i, unless another call already did.
+func (c *Client) failed(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current == i {
+		c.current = (i + 1) % len(c.apis)
+	}
+}
+
+// follow points the client at the endpoint whose address is the leader's.
+func (c *Client) follow(leaderAddr string) {
+	for i, ep := range c.cfg.Endpoints {
+		if ep == leaderAddr {
+			c.mu.Lock()
+			c.current = i
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// retryable says whether a call may be tried again on another endpoint.
+func retryable(err error) bool {
+	return status.Code(err) == codes.Unavailable
+}
+
+func do[T any](ctx context.Context, c *Client, call func(hivemindv1.ControlPlaneClient) (T, error)) (T, error) {
+	var zero T
+	var last error
+	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
+		i, api := c.pick()
+		resp, err := call(api)
+		if err == nil {
+			return resp, nil
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return zero, err
+		}
+		last = err
+		c.failed(i)
+		if err := sleep(ctx, c.backoff(attempt)); err != nil {
+			return zero, last
+		}
+	}
+	return zero, last
+}
+
+func (c *Client) backoff(attempt int) time.Duration {
+	d := c.cfg.BackoffBase << min(attempt, 10)
+	d = min(d, c.cfg.BackoffMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// FindLeader asks the endpoints for the leader and sends later calls there.
+func (c *Client) FindLeader(ctx context.Context) error {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range st.GetVoters() {
+		if m.GetId() == st.GetLeaderId() {
+			c.follow(m.GetGrpcAddress())
+			return nil
+		}
+	}
+	return errors.New("cpclient: no leader known")
+}
+
+// Status reports the answering node's view of the cluster.
+func (c *Client) Status(ctx context.Context) (*hivemindv1.StatusResponse, error) {
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.StatusResponse, error) {
+		return api.Status(ctx, &hivemindv1.StatusRequest{}, c.cfg.CallOptions...)
+	})
+}
+
+// Put writes a key. An empty IdempotencyKey is filled in.
+func (c *Client) Put(ctx context.Context, req *hivemindv1.PutRequest) (*hivemindv1.PutResponse, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewIdempotencyKey()
+	}
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.PutResponse, error) {
+		return api.Put(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// Get reads a key.
+func (c *Client) Get(ctx context.Context, req *hivemindv1.GetRequest) (*hivemindv1.GetResponse, error) {
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.GetResponse, error) {
+		return api.Get(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// Range reads the keys under a prefix.
+func (c *Client) Range(ctx context.Context, req *hivemindv1.RangeRequest) (*hivemindv1.RangeResponse, error) {
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.RangeResponse, error) {
+		return api.Range(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// Delete removes a key or a prefix. An empty IdempotencyKey is filled in.
+func (c *Client) Delete(ctx context.Context, req *hivemindv1.DeleteRequest) (*hivemindv1.DeleteResponse, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewIdempotencyKey()
+	}
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.DeleteResponse, error) {
+		return api.Delete(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// Txn runs a transaction. An empty IdempotencyKey is filled in.
+func (c *Client) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemindv1.TxnResponse, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewIdempotencyKey()
+	}
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.TxnResponse, error) {
+		return api.Txn(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// AppendEvent appends an event. An empty IdempotencyKey is filled in.
+func (c *Client) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventRequest) (*hivemindv1.AppendEventResponse, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewIdempotencyKey()
+	}
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.AppendEventResponse, error) {
+		return api.AppendEvent(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// ClaimIntent claims (or renews) an intent. An empty IdempotencyKey is filled in.
+func (c *Client) ClaimIntent(ctx context.Context, req *hivemindv1.ClaimIntentRequest) (*hivemindv1.ClaimIntentResponse, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewIdempotencyKey()
+	}
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.ClaimIntentResponse, error) {
+		return api.ClaimIntent(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// CompleteIntent records an intent's outcome. An empty IdempotencyKey is filled in.
+func (c *Client) CompleteIntent(ctx context.Context, req *hivemindv1.CompleteIntentRequest) (*hivemindv1.CompleteIntentResponse, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewIdempotencyKey()
+	}
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.CompleteIntentResponse, error) {
+		return api.CompleteIntent(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// ReleaseIntent gives up a claim. An empty IdempotencyKey is filled in.
+func (c *Client) ReleaseIntent(ctx context.Context, req *hivemindv1.ReleaseIntentRequest) (*hivemindv1.ReleaseIntentResponse, error) {
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = NewIdempotencyKey()
+	}
+	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.ReleaseIntentResponse, error) {
+		return api.ReleaseIntent(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// Watch calls fn with every response of a watch from req.StartRevision on.
+// When a stream breaks with UNAVAILABLE it resumes on another endpoint from
+// the revision after the last one delivered, so fn sees no gap and no
+// duplicate. It returns when ctx ends, fn returns an error, or the watch
+// fails for good (for example with OUT_OF_RANGE when history was compacted).
+func (c *Client) Watch(ctx context.Context, req *hivemindv1.WatchRequest, fn func(*hivemindv1.WatchResponse) error) error {
+	next := req.GetStartRevision()
+	failures := 0
+	for {
+		r := cloneWatch(req, next)
+		i, api := c.pick()
+		stream, err := api.Watch(ctx, r, c.cfg.CallOptions...)
+		if err == nil {
+			for {
+				var resp *hivemindv1.WatchResponse
+				resp, err = stream.Recv()
+				if err != nil {
+					break
+				}
+				failures = 0
+				if n := len(resp.GetEvents()); n > 0 {
+					next = resp.GetEvents()[n-1].GetRevision() + 1
+				} else if resp.GetProgress() && next == 0 {
+					next = resp.GetHeader().GetRevision() + 1
+				}
+				if ferr := fn(resp); ferr != nil {
+					return ferr
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != io.EOF && !retryable(err) {
+			return err
+		}
+		c.failed(i)
+		if err := sleep(ctx, c.backoff(failures)); err != nil {
+			return err
+		}
+		failures++
+	}
+}
+
+func cloneWatch(req *hivemindv1.WatchRequest, start int64) *hivemindv1.WatchRequest {
+	return &hivemindv1.WatchRequest{
+		StartRevision:    start,
+		Prefix:           req.GetPrefix(),
+		Types:            req.GetTypes(),
+		ProgressInterval: req.GetProgressInterval(),
+	}
+}
