@@ -1,0 +1,238 @@
+// Package watch streams the committed event log to watchers.
+//
+// Watchers do not get their own copies of events pushed into buffers;
+// instead each one pulls from the retained log at its own pace and sleeps on
+// a broadcast that fires whenever a revision is applied. A slow watcher
+// therefore never holds back the others or the apply loop, and the order,
+// gap-freedom and whole-revision guarantees come straight from the log:
+// the watcher sends revisions strictly in order, each revision's events in
+// one response.
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+)
+
+// Log is the read side of the event log that watchers pull from.
+type Log interface {
+	// EventsFrom returns retained events with revision >= rev, in order, at
+	// most max of them (possibly ending in the middle of a revision). It
+	// fails with an error wrapping ErrCompacted-like information when rev
+	// is older than the oldest retained revision.
+	EventsFrom(rev int64, max int) ([]*hivemindv1.Event, error)
+	// Revision is the latest applied revision.
+	Revision() int64
+}
+
+// ErrTooManyWatches is returned when the hub already serves MaxWatches.
+var ErrTooManyWatches = errors.New("too many watches")
+
+// Config configures a Hub.
+type Config struct {
+	// MaxWatches bounds concurrent watches. Default 10,000.
+	MaxWatches int
+	// Batch is how many events one pull reads at most. Default 1,000.
+	Batch int
+	// DefaultProgress is the idle time before a progress notification when
+	// the request sets none. Default 5s.
+	DefaultProgress time.Duration
+	// Header fills the header of each response (term, node, epoch).
+	Header func(rev int64) *hivemindv1.ResponseHeader
+}
+
+// Hub wakes watchers when revisions are applied.
+type Hub struct {
+	cfg Config
+	log Log
+
+	mu      sync.Mutex
+	applied chan struct{} // closed and replaced on every Notify
+	watches int
+}
+
+// New returns a hub over log.
+func New(log Log, cfg Config) *Hub {
+	if cfg.MaxWatches == 0 {
+		cfg.MaxWatches = 10_000
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = 1000
+	}
+	if cfg.DefaultProgress == 0 {
+		cfg.DefaultProgress = 5 * time.Second
+	}
+	if cfg.Header == nil {
+		cfg.Header = func(rev int64) *hivemindv1.ResponseHeader { return &hivemindv1.ResponseHeader{Revision: rev} }
+	}
+	return &Hub{cfg: cfg, log: log, applied: make(chan struct{})}
+}
+
+// Notify wakes every watcher; call it after each applied revision.
+func (h *Hub) Notify() {
+	h.mu.Lock()
+	close(h.applied)
+	h.applied = make(chan struct{})
+	h.mu.Unlock()
+}
+
+func (h *Hub) wait() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.applied
+}
+
+// Watches is the number of watches being served.
+func (h *Hub) Watches() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.watches
+}
+
+// Serve runs one watch until ctx ends or send fails. A request whose start
+// revision is 0 starts after the current revision, and first gets a
+// progress response saying which revision that is.
+func (h *Hub) Serve(ctx context.Context, req *hivemindv1.WatchRequest, send func(*hivemindv1.WatchResponse) error) error {
+	h.mu.Lock()
+	if h.watches >= h.cfg.MaxWatches {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %d already open", ErrTooManyWatches, h.cfg.MaxWatches)
+	}
+	h.watches++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.watches--
+		h.mu.Unlock()
+	}()
+
+	progress := h.cfg.DefaultProgress
+	if d := req.GetProgressInterval().AsDuration(); d > 0 {
+		progress = d
+	}
+	match := matcher(req)
+
+	next := req.GetStartRevision()
+	if next == 0 {
+		rev := h.log.Revision()
+		next = rev + 1
+		if err := send(&hivemindv1.WatchResponse{Header: h.cfg.Header(rev), Progress: true}); err != nil {
+			return err
+		}
+	}
+	idle := time.NewTimer(progress)
+	defer idle.Stop()
+	for {
+		// Take the wake-up channel before reading, so a revision applied
+		// between the read and the wait is not missed.
+		woken := h.wait()
+		batch, err := h.log.EventsFrom(next, h.cfg.Batch)
+		if err != nil {
+			return err
+		}
+		if batch, err = wholeRevisions(batch, h.cfg.Batch, h.log, next); err != nil {
+			return err
+		}
+		if len(batch) > 0 {
+			sent := false
+			for _, rev := range byRevision(batch) {
+				evs := filter(rev, match)
+				if len(evs) == 0 {
+					continue
+				}
+				if err := send(&hivemindv1.WatchResponse{Header: h.cfg.Header(rev[0].GetRevision()), Events: evs}); err != nil {
+					return err
+				}
+				sent = true
+			}
+			next = batch[len(batch)-1].GetRevision() + 1
+			if sent {
+				idle.Reset(progress)
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-woken:
+		case <-idle.C:
+			// Everything before next has been sent (or filtered out).
+			if err := send(&hivemindv1.WatchResponse{Header: h.cfg.Header(next - 1), Progress: true}); err != nil {
+				return err
+			}
+			idle.Reset(progress)
+		}
+	}
+}
+
+// wholeRevisions makes sure a batch never ends in the middle of a revision:
+// a batch cut by the size limit drops its last, possibly partial, revision;
+// if that was the only one, the whole revision is read with a larger limit.
+func wholeRevisions(batch []*hivemindv1.Event, limit int, log Log, from int64) ([]*hivemindv1.Event, error) {
+	if len(batch) < limit {
+		return batch, nil
+	}
+	last := batch[len(batch)-1].GetRevision()
+	cut := len(batch)
+	for cut > 0 && batch[cut-1].GetRevision() == last {
+		cut--
+	}
+	if cut > 0 {
+		return batch[:cut], nil
+	}
+	for size := limit * 2; ; size *= 2 {
+		more, err := log.EventsFrom(from, size)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for n < len(more) && more[n].GetRevision() == last {
+			n++
+		}
+		if n < len(more) || len(more) < size {
+			return more[:n], nil
+		}
+	}
+}
+
+func byRevision(events []*hivemindv1.Event) [][]*hivemindv1.Event {
+	var out [][]*hivemindv1.Event
+	start := 0
+	for i := 1; i <= len(events); i++ {
+		if i == len(events) || events[i].GetRevision() != events[start].GetRevision() {
+			out = append(out, events[start:i])
+			start = i
+		}
+	}
+	return out
+}
+
+func matcher(req *hivemindv1.WatchRequest) func(*hivemindv1.Event) bool {
+	prefix := req.GetPrefix()
+	types := map[string]bool{}
+	for _, t := range req.GetTypes() {
+		types[t] = true
+	}
+	return func(e *hivemindv1.Event) bool {
+		if !strings.HasPrefix(e.GetUri(), prefix) {
+			return false
+		}
+		return len(types) == 0 || types[e.GetType()]
+	}
+}
+
+func filter(events []*hivemindv1.Event, match func(*hivemindv1.Event) bool) []*hivemindv1.Event {
+	var out []*hivemindv1.Event
+	for _, e := range events {
+		if match(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
