@@ -1,7 +1,7 @@
 # hivemind — build, test and run. `make help` lists the targets.
 
 SHELL := /bin/bash
-MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier
+MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier bench
 BINARIES := controlplane:hivemind-controlplane host:hivemind-host dnsprocessor:hivemind-dns notifier:hivemind-notifier
 
 BIN := $(CURDIR)/bin
@@ -79,9 +79,8 @@ down: ## stop and remove the docker-compose cluster
 e2e: dist $(BIN)/grpcurl ## bring the compose cluster up, check every container, tear it down
 	COMPOSE="$(COMPOSE)" test/e2e/run.sh
 
-bench: ## run the benchmarks; results in bench/out/results.jsonl
-	@mkdir -p bench/out
-	cd services/controlplane && go run ./cmd/hivemind-bench -out $(CURDIR)/bench/out/results.jsonl
+bench: build ## benchmarks on loopback (etcd side by side when on PATH); results appended to bench/out/results.jsonl
+	cd bench && go run . -bin $(BIN) -out $(CURDIR)/bench/out/results.jsonl $(BENCH_FLAGS)
 
 clean: ## remove build output and local cluster data
 	rm -rf $(DIST) .run

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// procs is a set of cluster processes started by the benchmark.
+type procs struct {
+	cmds []*exec.Cmd
+	dir  string
+}
+
+func (p *procs) start(logName string, bin string, args ...string) error {
+	cmd := exec.Command(bin, args...)
+	f, err := os.Create(filepath.Join(p.dir, logName+".log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	p.cmds = append(p.cmds, cmd)
+	return nil
+}
+
+func (p *procs) stop() {
+	for _, c := range p.cmds {
+		_ = c.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range p.cmds {
+		done := make(chan struct{})
+		go func() { _ = c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = c.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// freePorts returns n loopback ports that were free a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	var ports []int
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// startHivemind starts a 3-node control plane and returns its endpoints.
+func startHivemind(dir, binDir string) (*procs, []string, error) {
+	ports, err := freePorts(6)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &procs{dir: dir}
+	var cluster, eps []string
+	for i := 0; i < 3; i++ {
+		ep := fmt.Sprintf("127.0.0.1:%d", ports[i])
+		eps = append(eps, ep)
+		cluster = append(cluster, fmt.Sprintf("cp%d=%s", i+1, ep))
+	}
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("cp%d", i+1)
+		err := p.start("hivemind-"+name, filepath.Join(binDir, "hivemind-controlplane"),
+			"--node-name", name, "--grpc-addr", eps[i], "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
+			"--data-dir", filepath.Join(dir, name), "--initial-cluster", strings.Join(cluster, ","), "--log-level", "warn")
+		if err != nil {
+			p.stop()
+			return nil, nil, err
+		}
+	}
+	return p, eps, nil
+}
+
+// startEtcd starts a 3-node etcd on loopback and returns its client URLs.
+func startEtcd(dir, bin string) (*procs, []string, error) {
+	ports, err := freePorts(6)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &procs{dir: dir}
+	var initial, eps []string
+	for i := 0; i < 3; i++ {
+		initial = append(initial, fmt.Sprintf("e%d=http://127.0.0.1:%d", i+1, ports[3+i]))
+		eps = append(eps, fmt.Sprintf("127.0.0.1:%d", ports[i]))
+	}
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("e%d", i+1)
+		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[3+i])
+		client := "http://" + eps[i]
+		err := p.start("etcd-"+name, bin,
+			"--name", name, "--data-dir", filepath.Join(dir, name),
+			"--listen-client-urls", client, "--advertise-client-urls", client,
+			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
+			"--initial-cluster-token", "hivemind-bench", "--log-level", "warn")
+		if err != nil {
+			p.stop()
+			return nil, nil, err
+		}
+	}
+	return p, eps, nil
+}
+
+func waitUntil(ctx context.Context, what string, cond func(context.Context) error) error {
+	var last error
+	for {
+		c, cancel := context.WithTimeout(ctx, time.Second)
+		last = cond(c)
+		cancel()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

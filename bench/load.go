@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// result is one row of the benchmark output.
+type result struct {
+	Name      string  `json:"name"`
+	System    string  `json:"system"`
+	Clients   int     `json:"clients"`
+	Ops       int64   `json:"ops"`
+	Errors    int64   `json:"errors"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	P50ms     float64 `json:"p50_ms"`
+	P99ms     float64 `json:"p99_ms"`
+	MaxMs     float64 `json:"max_ms"`
+	Seconds   float64 `json:"seconds"`
+	Payload   int     `json:"payload_bytes"`
+	Watchers  int     `json:"watchers,omitempty"`
+	Note      string  `json:"note,omitempty"`
+	Time      string  `json:"time"`
+}
+
+// closedLoop runs clients goroutines, each issuing op back to back for d,
+// and reports throughput and latency percentiles of successful ops.
+func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx context.Context) error) result {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var errs atomic.Int64
+	lat := make([][]time.Duration, clients)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				t := time.Now()
+				if err := op(ctx); err != nil {
+					if ctx.Err() == nil {
+						errs.Add(1)
+					}
+					continue
+				}
+				lat[i] = append(lat[i], time.Since(t))
+			}
+		}(i)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := slices.Concat(lat...)
+	r := summarize(all)
+	r.Clients = clients
+	r.Errors = errs.Load()
+	r.Seconds = elapsed.Seconds()
+	r.OpsPerSec = float64(len(all)) / elapsed.Seconds()
+	return r
+}
+
+func summarize(all []time.Duration) result {
+	slices.Sort(all)
+	r := result{Ops: int64(len(all))}
+	if len(all) > 0 {
+		r.P50ms = ms(all[len(all)*50/100])
+		r.P99ms = ms(all[min(len(all)-1, len(all)*99/100)])
+		r.MaxMs = ms(all[len(all)-1])
+	}
+	return r
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

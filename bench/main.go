@@ -1,0 +1,266 @@
+// Command hivemind-bench measures the control plane on loopback and, when an
+// etcd binary is on PATH, a 3-node etcd driven by the same load generator in
+// the same run. It prints a markdown table and appends one JSON object per
+// result to the output file.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/cpclient"
+)
+
+func main() {
+	out := flag.String("out", "bench/out/results.jsonl", "JSON Lines file results are appended to")
+	binDir := flag.String("bin", "bin", "directory holding hivemind-controlplane")
+	clientsFlag := flag.String("clients", "1,64,1000", "comma-separated concurrent client counts")
+	dur := flag.Duration("duration", 10*time.Second, "how long each load step runs")
+	watchers := flag.Int("watchers", 1000, "watchers in the watch fan-out step")
+	fanoutEvents := flag.Int("fanout-events", 200, "events appended during the fan-out step")
+	payloadSize := flag.Int("payload", 256, "payload / value size in bytes")
+	etcdBin := flag.String("etcd", "etcd", "etcd binary; skipped when not found")
+	flag.Parse()
+
+	var counts []int
+	for _, s := range strings.Split(*clientsFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fatalf("bad -clients %q", *clientsFlag)
+		}
+		counts = append(counts, n)
+	}
+	dir, err := os.MkdirTemp("", "hivemind-bench-")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	payload := bytes.Repeat([]byte("x"), *payloadSize)
+
+	var results []result
+	absBin, _ := filepath.Abs(*binDir)
+	hm, err := benchHivemind(ctx, filepath.Join(dir, "hivemind"), absBin, counts, *dur, payload, *watchers, *fanoutEvents)
+	if err != nil {
+		fatalf("hivemind: %v", err)
+	}
+	results = append(results, hm...)
+
+	if path, err := exec.LookPath(*etcdBin); err == nil {
+		er, err := benchEtcd(ctx, filepath.Join(dir, "etcd"), path, counts, *dur, payload)
+		if err != nil {
+			fatalf("etcd: %v", err)
+		}
+		results = append(results, er...)
+	} else {
+		fmt.Fprintf(os.Stderr, "etcd not found on PATH (%v): etcd rows skipped\n", err)
+	}
+
+	printTable(results)
+	if err := appendJSONL(*out, results); err != nil {
+		fatalf("write %s: %v", *out, err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "hivemind-bench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func benchHivemind(ctx context.Context, dir, binDir string, counts []int, d time.Duration, payload []byte, watchers, fanoutEvents int) ([]result, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	p, eps, err := startHivemind(dir, binDir)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	cl, err := cpclient.New(cpclient.Config{Endpoints: eps})
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := waitUntil(wctx, "hivemind leader", func(c context.Context) error {
+		_, err := cl.AppendEvent(c, &hivemindv1.AppendEventRequest{Type: "bench.ready", Uri: "/bench/ready"})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	_ = cl.FindLeader(ctx)
+
+	var out []result
+	for _, n := range counts {
+		r := closedLoop(ctx, n, d, func(c context.Context) error {
+			_, err := cl.AppendEvent(c, &hivemindv1.AppendEventRequest{Type: "bench.append", Uri: "/bench/append", Payload: payload})
+			return err
+		})
+		r.Name, r.System, r.Payload = "controlplane.append", "hivemind", len(payload)
+		fmt.Fprintf(os.Stderr, "hivemind append clients=%d: %.0f ops/s p99 %.1fms\n", n, r.OpsPerSec, r.P99ms)
+		out = append(out, r)
+	}
+	if watchers > 0 {
+		r, err := watchFanout(ctx, eps, cl, watchers, fanoutEvents, payload)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// watchFanout opens watchers spread over the endpoints, appends events that
+// carry their send time, and measures the delay until each watcher has each
+// event.
+func watchFanout(ctx context.Context, eps []string, writer *cpclient.Client, watchers, events int, payload []byte) (result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	clients := make([]*cpclient.Client, len(eps))
+	for i, ep := range eps {
+		c, err := cpclient.New(cpclient.Config{Endpoints: []string{ep}})
+		if err != nil {
+			return result{}, err
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var ready, done sync.WaitGroup
+	for i := 0; i < watchers; i++ {
+		ready.Add(1)
+		done.Add(1)
+		go func(c *cpclient.Client) {
+			defer done.Done()
+			got, signalled := 0, false
+			_ = c.Watch(ctx, &hivemindv1.WatchRequest{Prefix: "/bench/fanout"}, func(resp *hivemindv1.WatchResponse) error {
+				if !signalled {
+					signalled = true
+					ready.Done()
+				}
+				now := time.Now()
+				for _, e := range resp.GetEvents() {
+					sent := time.Unix(0, int64(binary.BigEndian.Uint64(e.GetPayload())))
+					mu.Lock()
+					lat = append(lat, now.Sub(sent))
+					mu.Unlock()
+					got++
+				}
+				if got >= events {
+					return errDone
+				}
+				return nil
+			})
+		}(clients[i%len(clients)])
+	}
+	ready.Wait()
+	start := time.Now()
+	buf := make([]byte, len(payload))
+	copy(buf, payload)
+	for i := 0; i < events; i++ {
+		binary.BigEndian.PutUint64(buf, uint64(time.Now().UnixNano()))
+		if _, err := writer.AppendEvent(ctx, &hivemindv1.AppendEventRequest{Type: "bench.fanout", Uri: "/bench/fanout", Payload: buf}); err != nil {
+			return result{}, err
+		}
+		time.Sleep(10 * time.Millisecond) // a steady 100 events/s, not a burst
+	}
+	waitCh := make(chan struct{})
+	go func() { done.Wait(); close(waitCh) }()
+	select {
+	case <-waitCh:
+	case <-time.After(60 * time.Second):
+		cancel()
+		<-waitCh
+	}
+	elapsed := time.Since(start)
+	r := summarize(lat)
+	r.Name, r.System, r.Clients, r.Watchers, r.Payload = "controlplane.watch_fanout", "hivemind", 1, watchers, len(payload)
+	r.Seconds = elapsed.Seconds()
+	r.OpsPerSec = float64(len(lat)) / elapsed.Seconds()
+	r.Note = fmt.Sprintf("latency from append to delivery; %d of %d deliveries", len(lat), watchers*events)
+	fmt.Fprintf(os.Stderr, "hivemind watch fan-out watchers=%d: p50 %.1fms p99 %.1fms\n", watchers, r.P50ms, r.P99ms)
+	return r, nil
+}
+
+var errDone = fmt.Errorf("done")
+
+func benchEtcd(ctx context.Context, dir, bin string, counts []int, d time.Duration, payload []byte) ([]result, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	p, eps, err := startEtcd(dir, bin)
+	if err != nil {
+		return nil, err
+	}
+	defer p.stop()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := waitUntil(wctx, "etcd leader", func(c context.Context) error {
+		_, err := cli.Put(c, "/bench/ready", "1")
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	val := string(payload)
+	var out []result
+	for _, n := range counts {
+		r := closedLoop(ctx, n, d, func(c context.Context) error {
+			_, err := cli.Put(c, "/bench/append", val)
+			return err
+		})
+		r.Name, r.System, r.Payload = "controlplane.append", "etcd", len(payload)
+		r.Note = "etcd put, same load generator"
+		fmt.Fprintf(os.Stderr, "etcd put clients=%d: %.0f ops/s p99 %.1fms\n", n, r.OpsPerSec, r.P99ms)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func printTable(rs []result) {
+	fmt.Println("| name | system | clients | ops/s | p50 ms | p99 ms | errors | note |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---|")
+	for _, r := range rs {
+		fmt.Printf("| %s | %s | %d | %.0f | %.2f | %.2f | %d | %s |\n", r.Name, r.System, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.Note)
+	}
+}
+
+func appendJSONL(path string, rs []result) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	enc := json.NewEncoder(f)
+	now := time.Now().UTC().Format(time.RFC3339)
+	for _, r := range rs {
+		r.Time = now
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
