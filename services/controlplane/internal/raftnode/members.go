@@ -1,0 +1,303 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+)
+
+// Members returns the members (voters and learners) with their addresses,
+// as replicated through raft: every conf change carries the member it adds
+// in its context, and snapshots carry the whole list.
+func (n *Node) Members() []*hivemindv1.Member {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*hivemindv1.Member, 0, len(n.members))
+	for _, m := range n.members {
+		out = append(out, proto.Clone(m).(*hivemindv1.Member))
+	}
+	slices.SortFunc(out, func(a, b *hivemindv1.Member) int { return cmpU64(a.GetId(), b.GetId()) })
+	return out
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func decodeConfChange(e *raftpb.Entry) (raftpb.ConfChangeI, error) {
+	if e.GetType() == raftpb.EntryConfChange {
+		cc := &raftpb.ConfChange{}
+		if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+			return nil, fmt.Errorf("raftnode: conf change at %d: %w", e.GetIndex(), err)
+		}
+		return cc, nil
+	}
+	cc := &raftpb.ConfChangeV2{}
+	if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+		return nil, fmt.Errorf("raftnode: conf change at %d: %w", e.GetIndex(), err)
+	}
+	return cc, nil
+}
+
+// applyMembers records what an applied conf change did to the membership.
+func (n *Node) applyMembers(cci raftpb.ConfChangeI, cs *raftpb.ConfState) {
+	cc := cci.AsV2()
+	var m *hivemindv1.Member
+	if len(cc.GetContext()) > 0 {
+		m = &hivemindv1.Member{}
+		if err := proto.Unmarshal(cc.GetContext(), m); err != nil {
+			m = nil
+		}
+	}
+	n.mu.Lock()
+	n.confState = cs
+	// A new member that needs a snapshot must find itself in the snapshot's
+	// ConfState, so take one that includes the change.
+	n.snapshotNow = true
+	for _, ch := range cc.GetChanges() {
+		id := ch.GetNodeId()
+		switch ch.GetType() {
+		case raftpb.ConfChangeRemoveNode:
+			delete(n.members, id)
+			delete(n.lastHeard, id)
+		default:
+			cur := n.members[id]
+			if m != nil && m.GetId() == id {
+				cur = proto.Clone(m).(*hivemindv1.Member)
+			}
+			if cur == nil {
+				cur = &hivemindv1.Member{Id: id}
+			}
+			cur.Learner = ch.GetType() == raftpb.ConfChangeAddLearnerNode
+			n.members[id] = cur
+		}
+	}
+	members := make(map[uint64]*hivemindv1.Member, len(n.members))
+	for id, m := range n.members {
+		members[id] = m
+	}
+	n.mu.Unlock()
+
+	for _, ch := range cc.GetChanges() {
+		id := ch.GetNodeId()
+		if id == n.cfg.ID {
+			continue
+		}
+		if ch.GetType() == raftpb.ConfChangeRemoveNode {
+			n.tr.RemovePeer(id)
+		} else if m, ok := members[id]; ok && m.GetPeerAddress() != "" {
+			n.tr.AddPeer(id, m.GetPeerAddress())
+		}
+	}
+}
+
+// AddLearner adds m as a learner and returns once the change is applied
+// here. Only the leader can change the membership.
+func (n *Node) AddLearner(ctx context.Context, m *hivemindv1.Member) error {
+	m = proto.Clone(m).(*hivemindv1.Member)
+	m.Learner = true
+	return n.changeConf(ctx, raftpb.ConfChangeAddLearnerNode, m)
+}
+
+// PromoteLearner makes learner id a voter, provided it has caught up.
+func (n *Node) PromoteLearner(ctx context.Context, id uint64) error {
+	n.mu.Lock()
+	m, ok := n.members[id]
+	n.mu.Unlock()
+	if !ok || !m.GetLearner() {
+		return fmt.Errorf("raftnode: %x is not a learner", id)
+	}
+	if !n.caughtUp(id) {
+		return fmt.Errorf("raftnode: learner %x has not caught up with the leader's log yet", id)
+	}
+	m = proto.Clone(m).(*hivemindv1.Member)
+	m.Learner = false
+	return n.changeConf(ctx, raftpb.ConfChangeAddNode, m)
+}
+
+// RemoveMember removes a voter or learner.
+func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
+	n.mu.Lock()
+	_, ok := n.members[id]
+	n.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("raftnode: no member %x", id)
+	}
+	return n.changeConf(ctx, raftpb.ConfChangeRemoveNode, &hivemindv1.Member{Id: id})
+}
+
+func (n *Node) changeConf(ctx context.Context, typ raftpb.ConfChangeType, m *hivemindv1.Member) error {
+	if err := n.noQuorum(); err != nil {
+		return err
+	}
+	if !n.IsLeader() {
+		return &NotLeaderError{Leader: n.lead.Load()}
+	}
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	cc := &raftpb.ConfChangeV2{
+		Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(m.GetId())}},
+		Context: data,
+	}
+	if err := n.rn.ProposeConfChange(ctx, cc); err != nil {
+		return err
+	}
+	// Wait until the change shows in the applied membership.
+	for {
+		n.mu.Lock()
+		cur, present := n.members[m.GetId()]
+		n.mu.Unlock()
+		switch {
+		case typ == raftpb.ConfChangeRemoveNode && !present,
+			typ == raftpb.ConfChangeAddLearnerNode && present && cur.GetLearner(),
+			typ == raftpb.ConfChangeAddNode && present && !cur.GetLearner():
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.done:
+			return ErrStopped
+		case <-time.After(n.cfg.TickInterval):
+		}
+	}
+}
+
+// caughtUp: the peer's log matches the leader's to within a few entries.
+func (n *Node) caughtUp(id uint64) bool {
+	st := n.rn.Status()
+	pr, ok := st.Progress[id]
+	if !ok {
+		return false
+	}
+	last, _ := n.storage.Raft().LastIndex()
+	return pr.RecentActive && pr.Match+64 >= last
+}
+
+// promoteLoop, on the leader, promotes learners once they have caught up.
+func (n *Node) promoteLoop() {
+	t := time.NewTicker(5 * n.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopc:
+			return
+		case <-t.C:
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		for _, m := range n.Members() {
+			if m.GetLearner() && n.caughtUp(m.GetId()) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*n.cfg.TickInterval*time.Duration(n.cfg.ElectionTicks))
+				if err := n.PromoteLearner(ctx, m.GetId()); err == nil {
+					n.log.Info("raft: promoted learner", "member", m.GetName())
+				}
+				cancel()
+			}
+		}
+	}
+}
+
+// Snapshots carry the member list ahead of the state machine's bytes:
+// [4-byte length][MemberListResponse][state machine snapshot].
+func (n *Node) snapshotData() ([]byte, error) {
+	state, err := n.sm.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	members, err := proto.Marshal(&hivemindv1.MemberListResponse{Members: n.Members()})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 4, 4+len(members)+len(state))
+	binary.BigEndian.PutUint32(out, uint32(len(members)))
+	out = append(out, members...)
+	return append(out, state...), nil
+}
+
+func (n *Node) restore(snap *raftpb.Snapshot) error {
+	data := snap.GetData()
+	if len(data) < 4 || int(binary.BigEndian.Uint32(data)) > len(data)-4 {
+		return errors.New("raftnode: malformed snapshot")
+	}
+	ml := int(binary.BigEndian.Uint32(data))
+	var list hivemindv1.MemberListResponse
+	if err := proto.Unmarshal(data[4:4+ml], &list); err != nil {
+		return fmt.Errorf("raftnode: snapshot members: %w", err)
+	}
+	if err := n.sm.Restore(data[4+ml:]); err != nil {
+		return fmt.Errorf("raftnode: restore state machine: %w", err)
+	}
+	n.mu.Lock()
+	n.members = map[uint64]*hivemindv1.Member{}
+	for _, m := range list.GetMembers() {
+		n.members[m.GetId()] = m
+	}
+	n.confState = snap.GetMetadata().GetConfState()
+	n.snapIndex = snap.GetMetadata().GetIndex()
+	n.mu.Unlock()
+	if n.tr != nil {
+		for _, m := range list.GetMembers() {
+			if m.GetId() != n.cfg.ID {
+				n.tr.AddPeer(m.GetId(), m.GetPeerAddress())
+			}
+		}
+	}
+	n.setApplied(snap.GetMetadata().GetIndex())
+	return nil
+}
+
+// maybeSnapshot takes a snapshot every SnapshotEvery applied entries and
+// compacts the log behind it, keeping SnapshotMargin entries.
+func (n *Node) maybeSnapshot() error {
+	applied := n.applied.Load()
+	n.mu.Lock()
+	due := applied-n.snapIndex >= n.cfg.SnapshotEvery || n.snapshotNow
+	n.snapshotNow = false
+	cs := n.confState
+	n.mu.Unlock()
+	if !due {
+		return nil
+	}
+	data, err := n.snapshotData()
+	if err != nil {
+		return err
+	}
+	snap, err := n.storage.Raft().CreateSnapshot(applied, cs, data)
+	if err != nil {
+		if errors.Is(err, raft.ErrSnapOutOfDate) {
+			return nil
+		}
+		return err
+	}
+	compactTo := uint64(1)
+	if applied > n.cfg.SnapshotMargin {
+		compactTo = applied - n.cfg.SnapshotMargin
+	}
+	if err := n.storage.SaveSnapshot(snap, compactTo); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.snapIndex = applied
+	n.mu.Unlock()
+	n.log.Debug("raft: snapshot", "index", applied, "compacted_to", compactTo)
+	return nil
+}

@@ -1,0 +1,486 @@
+// Package raftnode runs one control-plane raft member around a pure state
+// machine: it owns the disk (Storage, bbolt with fsync), the network
+// (Transport: gRPC streams, or an in-memory network with faults for tests)
+// and the Ready loop of go.etcd.io/raft/v3. The state machine only ever sees
+// committed entries, in order.
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/grpcclient"
+)
+
+// StateMachine is what the node drives with committed entries.
+type StateMachine interface {
+	// Apply applies one committed entry's data at index and returns the
+	// result handed back to the proposer.
+	Apply(index uint64, data []byte) any
+	// Snapshot serialises the whole state as of the last applied entry.
+	Snapshot() ([]byte, error)
+	// Restore replaces the state with a snapshot's.
+	Restore(data []byte) error
+}
+
+// Errors returned by Propose, ReadIndex and the membership calls.
+var (
+	ErrNoQuorum        = errors.New("no quorum")
+	ErrProposalDropped = errors.New("proposal dropped: leadership changed before it was committed; retry")
+	ErrStopped         = errors.New("raft node stopped")
+	ErrTimeout         = errors.New("raft: timed out waiting for the cluster")
+)
+
+// NotLeaderError is returned by Propose on a follower.
+type NotLeaderError struct{ Leader uint64 }
+
+func (e *NotLeaderError) Error() string { return fmt.Sprintf("not the leader (leader is %x)", e.Leader) }
+
+// Config configures a Node. Zero values take the defaults documented on
+// each field; TestConfig is a preset with fast timers.
+type Config struct {
+	// ID is this member's raft id (non-zero, unique).
+	ID uint64
+	// DataDir holds raft.db.
+	DataDir string
+	// Peers is the initial cluster, this node included, used when the node
+	// starts for the first time (and Join is false).
+	Peers []*hivemindv1.Member
+	// Join: the node was added to a running cluster with MemberAdd and
+	// waits to be contacted by the leader.
+	Join bool
+	// TickInterval is one raft tick. Default 100ms.
+	TickInterval time.Duration
+	// ElectionTicks before a follower campaigns. Default 10.
+	ElectionTicks int
+	// HeartbeatTicks between leader heartbeats. Default 1.
+	HeartbeatTicks int
+	// SnapshotEvery applied entries a snapshot is taken. Default 10,000.
+	SnapshotEvery uint64
+	// SnapshotMargin entries are kept after a snapshot for slow followers.
+	// Default 5,000.
+	SnapshotMargin uint64
+	// AutoPromote lets the leader promote learners once caught up. Default on
+	// (set DisableAutoPromote to turn it off).
+	DisableAutoPromote bool
+	// Transport builds the transport; default: gRPC with Dial.
+	Transport func(Reporter) Transport
+	Dial      grpcclient.Config
+	Logger    *slog.Logger
+}
+
+// TestConfig returns a preset for in-process tests: 10ms ticks, frequent
+// snapshots.
+func TestConfig(id uint64, dir string, peers []*hivemindv1.Member) Config {
+	return Config{ID: id, DataDir: dir, Peers: peers, TickInterval: 10 * time.Millisecond, SnapshotEvery: 100, SnapshotMargin: 20}
+}
+
+func (c *Config) defaults() {
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = 10_000
+	}
+	if c.SnapshotMargin == 0 {
+		c.SnapshotMargin = 5_000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Node is one running raft member.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	sm      StateMachine
+	storage *Storage
+	rn      raft.Node
+	tr      Transport
+
+	lead    atomic.Uint64
+	term    atomic.Uint64
+	applied atomic.Uint64
+
+	mu          sync.Mutex
+	members     map[uint64]*hivemindv1.Member
+	confState   *raftpb.ConfState
+	snapIndex   uint64
+	snapshotNow bool
+	waiters     map[uint64]*waiter
+	reads       map[uint64]chan uint64
+	lastHeard   map[uint64]time.Time
+	appliedWake chan struct{} // closed and replaced whenever applied moves
+	onLeader    []func(lead uint64, isLeader bool)
+
+	nextID  atomic.Uint64
+	stopc   chan struct{}
+	done    chan struct{}
+	stopped atomic.Bool
+}
+
+type waiter struct {
+	ch   chan any
+	term uint64
+}
+
+// New opens the node's storage, restores the latest snapshot into sm and
+// prepares raft; Start runs it.
+func New(cfg Config, sm StateMachine) (*Node, error) {
+	cfg.defaults()
+	if cfg.ID == 0 {
+		return nil, errors.New("raftnode: ID must not be 0")
+	}
+	st, err := OpenStorage(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg: cfg, log: cfg.Logger, sm: sm, storage: st,
+		members:     map[uint64]*hivemindv1.Member{},
+		confState:   &raftpb.ConfState{},
+		waiters:     map[uint64]*waiter{},
+		reads:       map[uint64]chan uint64{},
+		lastHeard:   map[uint64]time.Time{},
+		appliedWake: make(chan struct{}),
+		stopc:       make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	n.nextID.Store(rand.Uint64() >> 1)
+	if cfg.Transport == nil {
+		cfg.Transport = func(r Reporter) Transport { return NewGRPCTransport(cfg.Dial, r, cfg.Logger) }
+	}
+	n.tr = cfg.Transport(n)
+
+	fresh := st.Fresh()
+	snap, _ := st.Raft().Snapshot()
+	if !raft.IsEmptySnap(snap) {
+		if err := n.restore(snap); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
+	rc := &raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   st.Raft(),
+		Applied:                   n.applied.Load(),
+		MaxSizePerMsg:             1 << 20,
+		MaxInflightMsgs:           256,
+		MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		// Followers hand writes to the leader themselves (over gRPC), so
+		// that only the leader's clock stamps commands.
+		DisableProposalForwarding: true,
+		StepDownOnRemoval:         true,
+		Logger:                    raftLogger{cfg.Logger},
+	}
+	for _, m := range cfg.Peers {
+		if m.GetId() != cfg.ID {
+			n.tr.AddPeer(m.GetId(), m.GetPeerAddress())
+		}
+	}
+	for id, m := range n.members {
+		if id != cfg.ID {
+			n.tr.AddPeer(id, m.GetPeerAddress())
+		}
+	}
+	if fresh && !cfg.Join {
+		var peers []raft.Peer
+		for _, m := range cfg.Peers {
+			ctx, err := proto.Marshal(m)
+			if err != nil {
+				return nil, err
+			}
+			peers = append(peers, raft.Peer{ID: m.GetId(), Context: ctx})
+		}
+		if len(peers) == 0 {
+			st.Close()
+			return nil, errors.New("raftnode: a new cluster needs its initial peers")
+		}
+		n.rn = raft.StartNode(rc, peers)
+	} else {
+		n.rn = raft.RestartNode(rc)
+	}
+	return n, nil
+}
+
+// OnLeaderChange registers fn, called (on its own goroutine) whenever this
+// node learns of a new leader.
+func (n *Node) OnLeaderChange(fn func(lead uint64, isLeader bool)) {
+	n.mu.Lock()
+	n.onLeader = append(n.onLeader, fn)
+	n.mu.Unlock()
+}
+
+// Start runs the Ready loop and the ticker.
+func (n *Node) Start() {
+	go n.run()
+	if !n.cfg.DisableAutoPromote {
+		go n.promoteLoop()
+	}
+}
+
+// ID is this node's raft id.
+func (n *Node) ID() uint64 { return n.cfg.ID }
+
+// Leader is the current leader's id, 0 when none is known.
+func (n *Node) Leader() uint64 { return n.lead.Load() }
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.lead.Load() == n.cfg.ID }
+
+// AppliedIndex is the index of the last applied entry.
+func (n *Node) AppliedIndex() uint64 { return n.applied.Load() }
+
+// Step hands a message from a peer to raft.
+func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
+	if n.stopped.Load() {
+		return ErrStopped
+	}
+	n.mu.Lock()
+	n.lastHeard[m.GetFrom()] = time.Now()
+	n.mu.Unlock()
+	err := n.rn.Step(ctx, m)
+	if errors.Is(err, raft.ErrStopped) {
+		return ErrStopped
+	}
+	return err
+}
+
+// ReportUnreachable implements Reporter.
+func (n *Node) ReportUnreachable(id uint64) { n.rn.ReportUnreachable(id) }
+
+// ReportSnapshot implements Reporter.
+func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	n.rn.ReportSnapshot(id, status)
+}
+
+func (n *Node) run() {
+	defer close(n.done)
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stopc:
+			return
+		case <-ticker.C:
+			n.rn.Tick()
+		case rd := <-n.rn.Ready():
+			if err := n.handleReady(rd); err != nil {
+				n.log.Error("raft: stopping after a storage failure", "err", err)
+				n.fail(err)
+				return
+			}
+			n.rn.Advance()
+		}
+	}
+}
+
+func (n *Node) handleReady(rd raft.Ready) error {
+	if rd.SoftState != nil && rd.SoftState.Lead != n.lead.Load() {
+		lead := rd.SoftState.Lead
+		n.lead.Store(lead)
+		n.mu.Lock()
+		fns := append([]func(uint64, bool){}, n.onLeader...)
+		n.mu.Unlock()
+		for _, fn := range fns {
+			go fn(lead, lead == n.cfg.ID)
+		}
+	}
+	if hs := rd.HardState; hs != nil && hs.GetTerm() > n.term.Load() {
+		n.term.Store(hs.GetTerm())
+		n.dropStaleWaiters(hs.GetTerm())
+	}
+	if err := n.storage.Save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
+		return err
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		if err := n.restore(rd.Snapshot); err != nil {
+			return err
+		}
+	}
+	n.tr.Send(rd.Messages)
+	for _, rs := range rd.ReadStates {
+		n.readDone(rs)
+	}
+	for _, e := range rd.CommittedEntries {
+		if e.GetIndex() <= n.applied.Load() {
+			continue
+		}
+		if err := n.apply(e); err != nil {
+			return err
+		}
+	}
+	return n.maybeSnapshot()
+}
+
+func (n *Node) apply(e *raftpb.Entry) error {
+	switch e.GetType() {
+	case raftpb.EntryNormal:
+		if len(e.GetData()) >= 8 {
+			id := binary.BigEndian.Uint64(e.GetData()[:8])
+			res := n.sm.Apply(e.GetIndex(), e.GetData()[8:])
+			n.mu.Lock()
+			w, ok := n.waiters[id]
+			delete(n.waiters, id)
+			n.mu.Unlock()
+			if ok {
+				w.ch <- res
+			}
+		}
+	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+		cc, err := decodeConfChange(e)
+		if err != nil {
+			return err
+		}
+		cs := n.rn.ApplyConfChange(cc)
+		n.applyMembers(cc, cs)
+	}
+	n.setApplied(e.GetIndex())
+	return nil
+}
+
+func (n *Node) setApplied(i uint64) {
+	n.applied.Store(i)
+	n.mu.Lock()
+	close(n.appliedWake)
+	n.appliedWake = make(chan struct{})
+	n.mu.Unlock()
+}
+
+// WaitApplied returns once index idx has been applied locally.
+func (n *Node) WaitApplied(ctx context.Context, idx uint64) error {
+	for {
+		n.mu.Lock()
+		wake := n.appliedWake
+		n.mu.Unlock()
+		if n.applied.Load() >= idx {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.done:
+			return ErrStopped
+		case <-wake:
+		}
+	}
+}
+
+// Stop hands leadership to the most caught-up voter (when this node leads),
+// then stops raft, the transport and the storage. Pending calls fail with
+// ErrStopped.
+func (n *Node) Stop(ctx context.Context) error {
+	if n.stopped.Load() {
+		return nil
+	}
+	n.transferLeadership(ctx)
+	if n.stopped.Swap(true) {
+		return nil
+	}
+	close(n.stopc)
+	<-n.done
+	n.rn.Stop()
+	n.tr.Close()
+	n.fail(ErrStopped)
+	return n.storage.Close()
+}
+
+func (n *Node) transferLeadership(ctx context.Context) {
+	if !n.IsLeader() {
+		return
+	}
+	st := n.rn.Status()
+	var target, best uint64
+	for id, pr := range st.Progress {
+		if id == n.cfg.ID || pr.IsLearner {
+			continue
+		}
+		if pr.Match >= best {
+			target, best = id, pr.Match
+		}
+	}
+	if target == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	n.rn.TransferLeadership(ctx, n.cfg.ID, target)
+	for n.IsLeader() && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(n.cfg.TickInterval / 2):
+		}
+	}
+	if !n.IsLeader() {
+		n.log.Info("raft: leadership transferred", "to", fmt.Sprintf("%x", target))
+	}
+}
+
+// fail wakes every waiter with err.
+func (n *Node) fail(err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, w := range n.waiters {
+		w.ch <- err
+		delete(n.waiters, id)
+	}
+	for id, ch := range n.reads {
+		close(ch)
+		delete(n.reads, id)
+	}
+}
+
+// dropStaleWaiters fails proposals made in an older term: the new leader
+// may have overwritten them. Should one commit after all, the caller's
+// retry carries the same idempotency key and gets the first result.
+func (n *Node) dropStaleWaiters(term uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, w := range n.waiters {
+		if w.term < term {
+			w.ch <- ErrProposalDropped
+			delete(n.waiters, id)
+		}
+	}
+}
+
+// raftLogger adapts slog to raft's logger; raft's chatter goes to debug.
+type raftLogger struct{ l *slog.Logger }
+
+func (r raftLogger) Debug(v ...any)                 { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Debugf(format string, v ...any) { r.l.Debug(fmt.Sprintf(format, v...)) }
+func (r raftLogger) Error(v ...any)                 { r.l.Error(fmt.Sprint(v...)) }
+func (r raftLogger) Errorf(format string, v ...any) { r.l.Error(fmt.Sprintf(format, v...)) }
+func (r raftLogger) Info(v ...any)                  { r.l.Debug(fmt.Sprint(v...)) }
+func (r raftLogger) Infof(format string, v ...any)  { r.l.Debug(fmt.Sprintf(format, v...)) }
+func (r raftLogger) Warning(v ...any)               { r.l.Warn(fmt.Sprint(v...)) }
+func (r raftLogger) Warningf(format string, v ...any) {
+	r.l.Warn(fmt.Sprintf(format, v...))
+}
+func (r raftLogger) Fatal(v ...any)                 { r.l.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
+func (r raftLogger) Fatalf(format string, v ...any) { r.Fatal(fmt.Sprintf(format, v...)) }
+func (r raftLogger) Panic(v ...any)                 { panic(fmt.Sprint(v...)) }
+func (r raftLogger) Panicf(format string, v ...any) { panic(fmt.Sprintf(format, v...)) }

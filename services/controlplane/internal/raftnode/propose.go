@@ -1,0 +1,215 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3"
+)
+
+// quorumWindow is how recently the leader must have heard from a majority
+// to consider itself able to commit. Heartbeats go out every tick, so a
+// healthy peer is heard from several times within it.
+func (n *Node) quorumWindow() time.Duration {
+	return time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval / 2
+}
+
+// Degraded reports whether this node can serve writes and linearizable
+// reads right now, and if not, why.
+func (n *Node) Degraded() (bool, string) {
+	if n.stopped.Load() {
+		return true, "node is stopping"
+	}
+	lead := n.lead.Load()
+	if lead == raft.None {
+		return true, "no quorum: no leader elected (a majority of voters is unreachable or an election is under way)"
+	}
+	if lead != n.cfg.ID {
+		return false, ""
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	voters := n.confState.GetVoters()
+	heard := 0
+	cutoff := time.Now().Add(-n.quorumWindow())
+	for _, id := range voters {
+		if id == n.cfg.ID || n.lastHeard[id].After(cutoff) {
+			heard++
+		}
+	}
+	if len(voters) > 0 && heard <= len(voters)/2 {
+		return true, fmt.Sprintf("no quorum: the leader hears from %d of %d voters", heard, len(voters))
+	}
+	return false, ""
+}
+
+func (n *Node) noQuorum() error {
+	if bad, why := n.Degraded(); bad {
+		return fmt.Errorf("%w: %s", ErrNoQuorum, why)
+	}
+	return nil
+}
+
+// Propose replicates data and returns what the state machine's Apply
+// returned for it, once applied on this node. Only the leader proposes; a
+// follower gets a *NotLeaderError. Without a quorum it fails fast with
+// ErrNoQuorum instead of waiting for ctx.
+func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+	if n.stopped.Load() {
+		return nil, ErrStopped
+	}
+	if err := n.noQuorum(); err != nil {
+		return nil, err
+	}
+	if lead := n.lead.Load(); lead != n.cfg.ID {
+		return nil, &NotLeaderError{Leader: lead}
+	}
+	id := n.nextID.Add(1)
+	framed := make([]byte, 8+len(data))
+	binary.BigEndian.PutUint64(framed, id)
+	copy(framed[8:], data)
+	w := &waiter{ch: make(chan any, 1), term: n.term.Load()}
+	n.mu.Lock()
+	n.waiters[id] = w
+	n.mu.Unlock()
+	forget := func() {
+		n.mu.Lock()
+		delete(n.waiters, id)
+		n.mu.Unlock()
+	}
+	if err := n.rn.Propose(ctx, framed); err != nil {
+		forget()
+		if errors.Is(err, raft.ErrProposalDropped) {
+			return nil, ErrProposalDropped
+		}
+		if errors.Is(err, raft.ErrStopped) {
+			return nil, ErrStopped
+		}
+		return nil, err
+	}
+	res, err := n.await(ctx, w.ch)
+	if err != nil {
+		forget()
+		return nil, err
+	}
+	if err, ok := res.(error); ok {
+		return nil, err
+	}
+	return res, nil
+}
+
+// await waits for a result, checking every few ticks whether the quorum
+// was lost meanwhile, so that a write caught by a partition fails fast.
+func (n *Node) await(ctx context.Context, ch <-chan any) (any, error) {
+	check := time.NewTicker(max(n.cfg.TickInterval, 20*time.Millisecond))
+	defer check.Stop()
+	for {
+		select {
+		case res := <-ch:
+			return res, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-n.done:
+			return nil, ErrStopped
+		case <-check.C:
+			if err := n.noQuorum(); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// ReadIndex returns once this node has applied everything that was
+// committed when it was called, so a local read after it is linearizable.
+// It works on followers too (raft asks the leader).
+func (n *Node) ReadIndex(ctx context.Context) error {
+	if n.stopped.Load() {
+		return ErrStopped
+	}
+	if err := n.noQuorum(); err != nil {
+		return err
+	}
+	id := n.nextID.Add(1)
+	rctx := make([]byte, 8)
+	binary.BigEndian.PutUint64(rctx, id)
+	ch := make(chan uint64, 1)
+	n.mu.Lock()
+	n.reads[id] = ch
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.reads, id)
+		n.mu.Unlock()
+	}()
+	if err := n.rn.ReadIndex(ctx, rctx); err != nil {
+		return err
+	}
+	// A read index request lost with a leader that went away is never
+	// answered; give up after an election timeout and let the caller retry.
+	limit := time.NewTimer(2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer limit.Stop()
+	check := time.NewTicker(max(n.cfg.TickInterval, 20*time.Millisecond))
+	defer check.Stop()
+	for {
+		select {
+		case idx, ok := <-ch:
+			if !ok {
+				return ErrStopped
+			}
+			return n.WaitApplied(ctx, idx)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-limit.C:
+			return fmt.Errorf("%w: no answer to a read index request", ErrTimeout)
+		case <-check.C:
+			if err := n.noQuorum(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (n *Node) readDone(rs raft.ReadState) {
+	if len(rs.RequestCtx) != 8 {
+		return
+	}
+	id := binary.BigEndian.Uint64(rs.RequestCtx)
+	n.mu.Lock()
+	ch, ok := n.reads[id]
+	delete(n.reads, id)
+	n.mu.Unlock()
+	if ok {
+		ch <- rs.Index
+	}
+}
+
+// Status is a node's view of the cluster.
+type Status struct {
+	ID       uint64
+	Lead     uint64
+	Term     uint64
+	Applied  uint64
+	Commit   uint64
+	Degraded bool
+	Reason   string
+	// Progress of each peer's log replication (leader only): id → match index.
+	Progress map[uint64]uint64
+}
+
+// Status reports this node's view.
+func (n *Node) Status() Status {
+	st := n.rn.Status()
+	bad, why := n.Degraded()
+	s := Status{ID: n.cfg.ID, Lead: st.Lead, Term: st.GetTerm(), Applied: n.applied.Load(), Commit: st.GetCommit(), Degraded: bad, Reason: why}
+	if len(st.Progress) > 0 {
+		s.Progress = map[uint64]uint64{}
+		for id, pr := range st.Progress {
+			s.Progress[id] = pr.Match
+		}
+	}
+	return s
+}
+

@@ -1,0 +1,233 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
+	"github.com/hivemind/hivemind/pkg/grpcclient"
+)
+
+// Transport carries raft messages to peers. Send must not block: a message
+// that cannot be sent is dropped and reported, and raft resends.
+type Transport interface {
+	Send(msgs []*raftpb.Message)
+	AddPeer(id uint64, addr string)
+	RemovePeer(id uint64)
+	Close()
+}
+
+// Reporter is what a transport tells the node about delivery.
+type Reporter interface {
+	ReportUnreachable(id uint64)
+	ReportSnapshot(id uint64, status raft.SnapshotStatus)
+}
+
+// MaxMessageSize bounds one raft message batch on the wire; snapshots travel
+// as one message.
+const MaxMessageSize = 512 << 20
+
+// GRPCTransport sends raft messages over one long-lived client stream per
+// peer (hivemind.raft.v1.Raft/Send).
+type GRPCTransport struct {
+	dial   grpcclient.Config
+	report Reporter
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	peers map[uint64]*peer
+}
+
+// NewGRPCTransport returns a transport dialling peers with dial.
+func NewGRPCTransport(dial grpcclient.Config, report Reporter, log *slog.Logger) *GRPCTransport {
+	dial.MaxRetries = -1
+	dial.MaxRecvMsgSize = MaxMessageSize
+	return &GRPCTransport{dial: dial, report: report, log: log, peers: map[uint64]*peer{}}
+}
+
+type peer struct {
+	id     uint64
+	addr   string
+	queue  chan *raftpb.Message
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// queueLen bounds the messages waiting for one peer; beyond it the peer is
+// reported unreachable and raft slows down for it.
+const queueLen = 4096
+
+// AddPeer implements Transport. Adding a known peer with a new address
+// reconnects to it.
+func (t *GRPCTransport) AddPeer(id uint64, addr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.peers[id]; ok {
+		if p.addr == addr {
+			return
+		}
+		p.cancel()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &peer{id: id, addr: addr, queue: make(chan *raftpb.Message, queueLen), cancel: cancel, done: make(chan struct{})}
+	t.peers[id] = p
+	go t.run(ctx, p)
+}
+
+// RemovePeer implements Transport.
+func (t *GRPCTransport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	p, ok := t.peers[id]
+	delete(t.peers, id)
+	t.mu.Unlock()
+	if ok {
+		p.cancel()
+		<-p.done
+	}
+}
+
+// Send implements Transport.
+func (t *GRPCTransport) Send(msgs []*raftpb.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range msgs {
+		p, ok := t.peers[m.GetTo()]
+		if !ok {
+			continue
+		}
+		select {
+		case p.queue <- m:
+		default:
+			t.report.ReportUnreachable(m.GetTo())
+			if m.GetType() == raftpb.MsgSnap {
+				t.report.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+			}
+		}
+	}
+}
+
+// Close implements Transport.
+func (t *GRPCTransport) Close() {
+	t.mu.Lock()
+	peers := t.peers
+	t.peers = map[uint64]*peer{}
+	t.mu.Unlock()
+	for _, p := range peers {
+		p.cancel()
+		<-p.done
+	}
+}
+
+func (t *GRPCTransport) run(ctx context.Context, p *peer) {
+	defer close(p.done)
+	conn, err := grpcclient.Dial(p.addr, t.dial)
+	if err != nil {
+		t.log.Error("raft transport: dial", "peer", p.id, "addr", p.addr, "err", err)
+		return
+	}
+	defer conn.Close()
+	client := raftv1.NewRaftClient(conn)
+	var stream raftv1.Raft_SendClient
+	backoff := 20 * time.Millisecond
+	for {
+		var first *raftpb.Message
+		select {
+		case <-ctx.Done():
+			if stream != nil {
+				_, _ = stream.CloseAndRecv()
+			}
+			return
+		case first = <-p.queue:
+		}
+		batch := []*raftpb.Message{first}
+		size := proto.Size(first)
+	drain:
+		for len(batch) < 512 && size < 4<<20 {
+			select {
+			case m := <-p.queue:
+				batch = append(batch, m)
+				size += proto.Size(m)
+			default:
+				break drain
+			}
+		}
+		if stream == nil {
+			stream, err = client.Send(ctx)
+		}
+		if err == nil {
+			err = stream.Send(encode(batch))
+		}
+		if err != nil {
+			if stream != nil {
+				_, _ = stream.CloseAndRecv()
+			}
+			stream = nil
+			t.failed(p.id, batch)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 20 * time.Millisecond
+		for _, m := range batch {
+			if m.GetType() == raftpb.MsgSnap {
+				t.report.ReportSnapshot(p.id, raft.SnapshotFinish)
+			}
+		}
+	}
+}
+
+func (t *GRPCTransport) failed(id uint64, batch []*raftpb.Message) {
+	t.report.ReportUnreachable(id)
+	for _, m := range batch {
+		if m.GetType() == raftpb.MsgSnap {
+			t.report.ReportSnapshot(id, raft.SnapshotFailure)
+		}
+	}
+}
+
+func encode(batch []*raftpb.Message) *raftv1.SendRequest {
+	req := &raftv1.SendRequest{Messages: make([][]byte, 0, len(batch))}
+	for _, m := range batch {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			continue
+		}
+		req.Messages = append(req.Messages, b)
+	}
+	return req
+}
+
+// ServeSend is the receiving side of Raft/Send: it steps every message of
+// the stream into the node until the peer closes it.
+func (n *Node) ServeSend(stream raftv1.Raft_SendServer) error {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&raftv1.SendResponse{})
+		}
+		if err != nil {
+			return err
+		}
+		for _, b := range req.GetMessages() {
+			m := &raftpb.Message{}
+			if err := proto.Unmarshal(b, m); err != nil {
+				return err
+			}
+			if err := n.Step(stream.Context(), m); err != nil {
+				return err
+			}
+		}
+	}
+}
