@@ -44,6 +44,8 @@ type Role struct {
 	// DefaultGRPCAddr and DefaultMetricsAddr are the listen defaults.
 	DefaultGRPCAddr    string
 	DefaultMetricsAddr string
+	// MaxRecvMsgSize bounds an incoming gRPC message; 0 means the server default.
+	MaxRecvMsgSize int
 	// Flags registers the role's own flags. May be nil.
 	Flags func(fs *flag.FlagSet)
 	// Start builds and starts the role on env. The returned stop function
@@ -136,7 +138,7 @@ func serve(ctx context.Context, r Role, c Common, logger *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := grpcserver.New(grpcserver.Config{Addr: c.GRPCAddr, Logger: logger, Registerer: reg})
+	srv, err := grpcserver.New(grpcserver.Config{Addr: c.GRPCAddr, Logger: logger, Registerer: reg, MaxRecvMsgSize: r.MaxRecvMsgSize})
 	if err != nil {
 		return err
 	}

@@ -1,24 +1,106 @@
-// Command hivemind-controlplane runs the hivemind control-plane role.
+// Command hivemind-controlplane runs one member of the raft-replicated
+// control plane.
 package main
 
 import (
 	"context"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/hivemind/hivemind/pkg/daemon"
+	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/services/controlplane/internal/api"
+	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
+	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode"
+	"github.com/hivemind/hivemind/services/controlplane/internal/replica"
+	"github.com/hivemind/hivemind/services/controlplane/internal/watch"
 )
 
+type flags struct {
+	cluster       string
+	join          bool
+	tick          time.Duration
+	electionTicks int
+	snapshotEvery uint64
+	maxRevisions  int64
+	maxWatches    int
+}
+
 func main() {
+	var f flags
 	daemon.Main(daemon.Role{
 		Name:               "controlplane",
 		Command:            "hivemind-controlplane",
 		Synopsis:           "Control plane: the raft-replicated event log, resource tree, intents and membership.",
 		DefaultGRPCAddr:    "127.0.0.1:7000",
 		DefaultMetricsAddr: "127.0.0.1:9100",
-		// The role's own work arrives with its issue; until then it serves
-		// Node/Info and health, and claims nothing more.
+		// Raft snapshots travel as one message.
+		MaxRecvMsgSize: raftnode.MaxMessageSize,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&f.cluster, "initial-cluster", "", "the control-plane members as name=host:port,… (this node included); used on first start")
+			fs.BoolVar(&f.join, "join", false, "join a running cluster (after MemberAdd) instead of bootstrapping a new one")
+			fs.DurationVar(&f.tick, "tick-interval", 100*time.Millisecond, "raft tick; heartbeats every tick")
+			fs.IntVar(&f.electionTicks, "election-ticks", 10, "ticks without a leader before a follower campaigns")
+			fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 10000, "applied entries between raft snapshots")
+			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
+			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
+		},
 		Start: func(_ context.Context, env *daemon.Env) (func(context.Context) error, error) {
-			env.Server.SetServing(true)
-			return nil, nil
+			return start(env, f)
 		},
 	})
+}
+
+// parseCluster reads name=host:port,… into members whose peer (raft) and
+// gRPC addresses are the same port.
+func parseCluster(s string) ([]*hivemindv1.Member, error) {
+	var out []*hivemindv1.Member
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, addr, ok := strings.Cut(part, "=")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("--initial-cluster: %q is not name=host:port", part)
+		}
+		out = append(out, &hivemindv1.Member{Name: name, PeerAddress: addr, GrpcAddress: addr})
+	}
+	return out, nil
+}
+
+func start(env *daemon.Env, f flags) (func(context.Context) error, error) {
+	members, err := parseCluster(f.cluster)
+	if err != nil {
+		return nil, err
+	}
+	if len(members) == 0 && !f.join {
+		members = []*hivemindv1.Member{{Name: env.Common.NodeName, PeerAddress: env.Common.AdvertiseAddr, GrpcAddress: env.Common.AdvertiseAddr}}
+	}
+	r, err := replica.New(replica.Config{
+		Name:    env.Common.NodeName,
+		Cluster: members,
+		Raft: raftnode.Config{
+			DataDir:       filepath.Join(env.Common.DataDir, "raft"),
+			Join:          f.join,
+			TickInterval:  f.tick,
+			ElectionTicks: f.electionTicks,
+			SnapshotEvery: f.snapshotEvery,
+		},
+		FSM:    fsm.Config{MaxRevisions: f.maxRevisions},
+		Watch:  watch.Config{MaxWatches: f.maxWatches},
+		Logger: env.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	hivemindv1.RegisterControlPlaneServer(env.Server.GRPC(), api.New(r, r.Hub()))
+	raftv1.RegisterRaftServer(env.Server.GRPC(), r.RaftService())
+	r.Start()
+	env.Server.SetServing(true, "hivemind.v1.ControlPlane")
+	return r.Stop, nil
 }

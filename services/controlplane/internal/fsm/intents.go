@@ -7,8 +7,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/hivemind/hivemind/pkg/hlc"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/hlc"
 )
 
 func (m *Machine) intentEvent(c *change, typ string, hook hivemindv1.Hook, in *hivemindv1.Intent) {

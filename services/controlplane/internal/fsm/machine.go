@@ -10,9 +10,9 @@ import (
 	"github.com/google/btree"
 	"google.golang.org/grpc/codes"
 
-	"github.com/hivemind/hivemind/pkg/hlc"
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/hlc"
 )
 
 // Config sets the machine's bounds. Zero values take the defaults.

@@ -46,7 +46,9 @@ var (
 // NotLeaderError is returned by Propose on a follower.
 type NotLeaderError struct{ Leader uint64 }
 
-func (e *NotLeaderError) Error() string { return fmt.Sprintf("not the leader (leader is %x)", e.Leader) }
+func (e *NotLeaderError) Error() string {
+	return fmt.Sprintf("not the leader (leader is %x)", e.Leader)
+}
 
 // Config configures a Node. Zero values take the defaults documented on
 // each field; TestConfig is a preset with fast timers.
@@ -250,6 +252,9 @@ func (n *Node) Leader() uint64 { return n.lead.Load() }
 
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.lead.Load() == n.cfg.ID }
+
+// Term is the current raft term as last persisted.
+func (n *Node) Term() uint64 { return n.term.Load() }
 
 // AppliedIndex is the index of the last applied entry.
 func (n *Node) AppliedIndex() uint64 { return n.applied.Load() }

@@ -212,4 +212,3 @@ func (n *Node) Status() Status {
 	}
 	return s
 }
-

@@ -1,0 +1,250 @@
+// Package api is the gRPC edge of the control plane: hivemind.v1.ControlPlane.
+// It turns calls into raft commands and reads, and is the only place where
+// errors become gRPC status codes.
+package api
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
+	"github.com/hivemind/hivemind/services/controlplane/internal/replica"
+	"github.com/hivemind/hivemind/services/controlplane/internal/watch"
+)
+
+// Store is what the API needs from the replicated store.
+type Store interface {
+	// Propose replicates cmd through raft (forwarding to the leader when
+	// needed) and returns its result once applied on this node.
+	Propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Result, error)
+	// ReadIndex returns once this node has applied everything committed
+	// before the call: reads after it are linearizable.
+	ReadIndex(ctx context.Context) error
+	// Machine is the local state machine, for reads.
+	Machine() *fsm.Machine
+	// Header describes the state a read or write reflects.
+	Header(rev int64, stale bool) *hivemindv1.ResponseHeader
+	Status(ctx context.Context) (*hivemindv1.StatusResponse, error)
+	Members() []*hivemindv1.Member
+	MemberAdd(ctx context.Context, req *hivemindv1.MemberAddRequest) (*hivemindv1.Member, error)
+	MemberRemove(ctx context.Context, req *hivemindv1.MemberRemoveRequest) error
+}
+
+// Server implements hivemindv1.ControlPlaneServer.
+type Server struct {
+	hivemindv1.UnimplementedControlPlaneServer
+	store Store
+	hub   *watch.Hub
+}
+
+// New returns the API over store, serving watches from hub.
+func New(store Store, hub *watch.Hub) *Server {
+	return &Server{store: store, hub: hub}
+}
+
+// toStatus chooses the gRPC status for an error from inside.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var fe *fsm.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return status.Error(fe.Code, fe.Error())
+	case errors.Is(err, fsm.ErrCompacted):
+		return status.Error(codes.OutOfRange, err.Error())
+	case errors.Is(err, watch.ErrTooManyWatches):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, replica.ErrNoQuorum), errors.Is(err, replica.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, replica.ErrBadRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, replica.ErrFailedPrecondition):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, replica.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// propose validates cmd, replicates it and turns a rejection recorded in
+// the result into a status error.
+func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Result, error) {
+	if err := fsm.ValidateCommand(cmd); err != nil {
+		return nil, toStatus(err)
+	}
+	res, err := s.store.Propose(ctx, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if res.GetCode() != 0 {
+		return nil, status.Error(codes.Code(res.GetCode()), res.GetMessage())
+	}
+	return res, nil
+}
+
+// read waits for a linearizable read point unless the caller accepts stale.
+func (s *Server) read(ctx context.Context, stale bool) error {
+	if stale {
+		return nil
+	}
+	return toStatus(s.store.ReadIndex(ctx))
+}
+
+// Status implements hivemindv1.ControlPlaneServer.
+func (s *Server) Status(ctx context.Context, _ *hivemindv1.StatusRequest) (*hivemindv1.StatusResponse, error) {
+	st, err := s.store.Status(ctx)
+	return st, toStatus(err)
+}
+
+// AppendEvent implements hivemindv1.ControlPlaneServer.
+func (s *Server) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventRequest) (*hivemindv1.AppendEventResponse, error) {
+	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_AppendEvent{AppendEvent: req}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetAppendEvent(), nil
+}
+
+// Put implements hivemindv1.ControlPlaneServer.
+func (s *Server) Put(ctx context.Context, req *hivemindv1.PutRequest) (*hivemindv1.PutResponse, error) {
+	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_Put{Put: req}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetPut(), nil
+}
+
+// Delete implements hivemindv1.ControlPlaneServer.
+func (s *Server) Delete(ctx context.Context, req *hivemindv1.DeleteRequest) (*hivemindv1.DeleteResponse, error) {
+	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_Delete{Delete: req}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetDelete(), nil
+}
+
+// Txn implements hivemindv1.ControlPlaneServer.
+func (s *Server) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemindv1.TxnResponse, error) {
+	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_Txn{Txn: req}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetTxn(), nil
+}
+
+// ClaimIntent implements hivemindv1.ControlPlaneServer.
+func (s *Server) ClaimIntent(ctx context.Context, req *hivemindv1.ClaimIntentRequest) (*hivemindv1.ClaimIntentResponse, error) {
+	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_ClaimIntent{ClaimIntent: req}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetClaimIntent(), nil
+}
+
+// CompleteIntent implements hivemindv1.ControlPlaneServer.
+func (s *Server) CompleteIntent(ctx context.Context, req *hivemindv1.CompleteIntentRequest) (*hivemindv1.CompleteIntentResponse, error) {
+	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_CompleteIntent{CompleteIntent: req}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetCompleteIntent(), nil
+}
+
+// ReleaseIntent implements hivemindv1.ControlPlaneServer.
+func (s *Server) ReleaseIntent(ctx context.Context, req *hivemindv1.ReleaseIntentRequest) (*hivemindv1.ReleaseIntentResponse, error) {
+	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_ReleaseIntent{ReleaseIntent: req}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetReleaseIntent(), nil
+}
+
+// Compact implements hivemindv1.ControlPlaneServer.
+func (s *Server) Compact(ctx context.Context, req *hivemindv1.CompactRequest) (*hivemindv1.CompactResponse, error) {
+	res, err := s.propose(ctx, &raftv1.Command{Op: &raftv1.Command_Compact{Compact: req}})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetCompact(), nil
+}
+
+// Get implements hivemindv1.ControlPlaneServer.
+func (s *Server) Get(ctx context.Context, req *hivemindv1.GetRequest) (*hivemindv1.GetResponse, error) {
+	if err := fsm.ValidateGet(req); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.read(ctx, req.GetStale()); err != nil {
+		return nil, err
+	}
+	m := s.store.Machine()
+	kv, found, rev := m.Get(req.GetKey())
+	return &hivemindv1.GetResponse{Header: s.store.Header(rev, req.GetStale()), Kv: kv, Found: found}, nil
+}
+
+// Range implements hivemindv1.ControlPlaneServer.
+func (s *Server) Range(ctx context.Context, req *hivemindv1.RangeRequest) (*hivemindv1.RangeResponse, error) {
+	if err := fsm.ValidateRange(req); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.read(ctx, req.GetStale()); err != nil {
+		return nil, err
+	}
+	kvs, more, rev := s.store.Machine().Range(req.GetPrefix(), req.GetStartAfter(), int(req.GetLimit()), req.GetKeysOnly())
+	return &hivemindv1.RangeResponse{Header: s.store.Header(rev, req.GetStale()), Kvs: kvs, More: more}, nil
+}
+
+// Watch implements hivemindv1.ControlPlaneServer.
+func (s *Server) Watch(req *hivemindv1.WatchRequest, stream hivemindv1.ControlPlane_WatchServer) error {
+	if err := fsm.ValidateWatch(req, s.store.Machine().Revision()); err != nil {
+		return toStatus(err)
+	}
+	err := s.hub.Serve(stream.Context(), req, stream.Send)
+	if stream.Context().Err() != nil {
+		return nil
+	}
+	return toStatus(err)
+}
+
+// MemberAdd implements hivemindv1.ControlPlaneServer.
+func (s *Server) MemberAdd(ctx context.Context, req *hivemindv1.MemberAddRequest) (*hivemindv1.MemberAddResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "invalid name: must not be empty")
+	}
+	if req.GetPeerAddress() == "" {
+		return nil, status.Error(codes.InvalidArgument, "invalid peer_address: must not be empty")
+	}
+	m, err := s.store.MemberAdd(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &hivemindv1.MemberAddResponse{Header: s.store.Header(s.store.Machine().Revision(), false), Member: m, Members: s.store.Members()}, nil
+}
+
+// MemberRemove implements hivemindv1.ControlPlaneServer.
+func (s *Server) MemberRemove(ctx context.Context, req *hivemindv1.MemberRemoveRequest) (*hivemindv1.MemberRemoveResponse, error) {
+	if req.GetId() == 0 && req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "invalid id: give id or name")
+	}
+	if err := s.store.MemberRemove(ctx, req); err != nil {
+		return nil, toStatus(err)
+	}
+	return &hivemindv1.MemberRemoveResponse{Header: s.store.Header(s.store.Machine().Revision(), false), Members: s.store.Members()}, nil
+}
+
+// MemberList implements hivemindv1.ControlPlaneServer.
+func (s *Server) MemberList(ctx context.Context, _ *hivemindv1.MemberListRequest) (*hivemindv1.MemberListResponse, error) {
+	return &hivemindv1.MemberListResponse{Header: s.store.Header(s.store.Machine().Revision(), true), Members: s.store.Members()}, nil
+}
