@@ -402,6 +402,14 @@ func (n *Node) Stop(ctx context.Context) error {
 		return nil
 	}
 	n.transferLeadership(ctx)
+	return n.halt()
+}
+
+// Crash stops the node abruptly, as a killed process would: no leadership
+// transfer. What was acknowledged is on disk; the rest is lost. For tests.
+func (n *Node) Crash() error { return n.halt() }
+
+func (n *Node) halt() error {
 	if n.stopped.Swap(true) {
 		return nil
 	}

@@ -25,7 +25,7 @@ func (n *Node) Degraded() (bool, string) {
 	}
 	lead := n.lead.Load()
 	if lead == raft.None {
-		return true, "no quorum: no leader elected (a majority of voters is unreachable or an election is under way)"
+		return true, "no leader elected (a majority of voters is unreachable, or an election is under way)"
 	}
 	if lead != n.cfg.ID {
 		return false, ""
@@ -41,7 +41,7 @@ func (n *Node) Degraded() (bool, string) {
 		}
 	}
 	if len(voters) > 0 && heard <= len(voters)/2 {
-		return true, fmt.Sprintf("no quorum: the leader hears from %d of %d voters", heard, len(voters))
+		return true, fmt.Sprintf("the leader hears from %d of %d voters", heard, len(voters))
 	}
 	return false, ""
 }

@@ -1,12 +1,16 @@
 package replica
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode"
+)
 
 // Errors the API edge turns into gRPC codes.
 var (
 	// ErrNoQuorum: the cluster has no quorum (or no leader) right now;
 	// writes and linearizable reads cannot be served. UNAVAILABLE.
-	ErrNoQuorum = errors.New("no quorum: the control plane cannot reach a majority of its voters")
+	ErrNoQuorum = raftnode.ErrNoQuorum
 	// ErrUnavailable: retry later, possibly on another node. UNAVAILABLE.
 	ErrUnavailable = errors.New("unavailable")
 	// ErrBadRequest: the request is malformed. INVALID_ARGUMENT.

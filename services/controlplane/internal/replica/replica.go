@@ -123,6 +123,18 @@ func (r *Replica) Stop(ctx context.Context) error {
 	return err
 }
 
+// Crash stops abruptly, without handing over leadership (tests only).
+func (r *Replica) Crash() error {
+	err := r.node.Crash()
+	r.mu.Lock()
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.conns = map[string]*grpc.ClientConn{}
+	r.mu.Unlock()
+	return err
+}
+
 // Machine is the local state machine.
 func (r *Replica) Machine() *fsm.Machine { return r.machine }
 
@@ -215,7 +227,7 @@ func (r *Replica) Propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Res
 func (r *Replica) nodeErr(err error) error {
 	switch {
 	case errors.Is(err, raftnode.ErrNoQuorum):
-		return fmt.Errorf("%w (%v)", ErrNoQuorum, err)
+		return err
 	case errors.Is(err, raftnode.ErrProposalDropped), errors.Is(err, raftnode.ErrStopped), errors.Is(err, raftnode.ErrTimeout):
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -227,7 +239,7 @@ func (r *Replica) leaderAddr() (string, string, error) {
 	lead := r.node.Leader()
 	if lead == 0 {
 		_, why := r.node.Degraded()
-		return "", "", fmt.Errorf("%w (%s)", ErrNoQuorum, why)
+		return "", "", fmt.Errorf("%w: %s", ErrNoQuorum, why)
 	}
 	for _, m := range r.node.Members() {
 		if m.GetId() == lead {
