@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/cpclient"
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 	"github.com/hivemind/hivemind/services/controlplane/internal/cptest"
 	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
@@ -74,10 +74,12 @@ func TestRestartEveryNodeKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	c.Leader()
 	for i := range c.Nodes {
-		resp, err := direct(t, c, i).Range(ctx(t), &hivemindv1.RangeRequest{Prefix: "/app/", Limit: 1000})
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
+		var resp *hivemindv1.RangeResponse
+		c.WaitFor(fmt.Sprintf("node %d to serve linearizable reads", i), 10*time.Second, func() bool {
+			var err error
+			resp, err = direct(t, c, i).Range(ctx(t), &hivemindv1.RangeRequest{Prefix: "/app/", Limit: 1000})
+			return err == nil
+		})
 		if len(resp.Kvs) != 300 || resp.Header.Revision != 300 {
 			t.Fatalf("node %d after restart: %d keys at revision %d, want 300 at 300", i, len(resp.Kvs), resp.Header.Revision)
 		}

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hivemind/hivemind/pkg/cpclient"
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
-	"github.com/hivemind/hivemind/pkg/cpclient"
 	"github.com/hivemind/hivemind/pkg/grpcserver"
 	"github.com/hivemind/hivemind/services/controlplane/internal/api"
 	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
