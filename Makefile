@@ -24,7 +24,7 @@ COMPOSE ?= $(shell if command -v docker-compose >/dev/null 2>&1; then echo docke
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 BREAKING_AGAINST ?= .git\#branch=main
 
-.PHONY: help tools generate check-generated lint breaking build dist test run up down e2e bench clean
+.PHONY: help tools generate check-generated lint breaking build dist test test-long run up down e2e bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -64,8 +64,11 @@ dist: ## build static linux binaries for the container images into ./dist
 	@for b in $(BINARIES); do m=$${b%%:*}; n=$${b##*:}; \
 		echo "go build (static) $$n"; (cd services/$$m && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
 
-test: ## run every module's tests with -race
+test: ## run every module's tests with -race (50 randomized fault runs through porcupine included)
 	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test $(TEST_FLAGS) ./...) || exit 1; done
+
+test-long: ## the tests with 500 randomized fault runs through the linearizability checker
+	$(MAKE) test TEST_FLAGS="$(TEST_FLAGS) -timeout 60m" HIVEMIND_LIN_RUNS=500
 
 run: build $(BIN)/grpcurl ## a local cluster on loopback: 3 control-plane nodes, host, dns, notifier (Ctrl-C stops it)
 	deploy/local/run.sh
