@@ -68,7 +68,7 @@ test: ## run every module's tests with -race (50 randomized fault runs through p
 	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test $(TEST_FLAGS) ./...) || exit 1; done
 
 test-long: ## the tests with 500 randomized fault runs through the linearizability checker
-	$(MAKE) test TEST_FLAGS="$(TEST_FLAGS) -timeout 60m" HIVEMIND_LIN_RUNS=500
+	HIVEMIND_LIN_RUNS=500 $(MAKE) test TEST_FLAGS="$(TEST_FLAGS) -timeout 60m"
 
 run: build $(BIN)/grpcurl ## a local cluster on loopback: 3 control-plane nodes, host, dns, notifier (Ctrl-C stops it)
 	deploy/local/run.sh
