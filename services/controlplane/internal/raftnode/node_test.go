@@ -168,6 +168,7 @@ func TestFollowerProposeSaysNotLeader(t *testing.T) {
 		if id == lead.ID() {
 			continue
 		}
+		waitFor(t, "the follower to learn the leader", 5*time.Second, func() bool { return n.Leader() == lead.ID() })
 		_, err := n.Propose(context.Background(), []byte("x"))
 		var nl *NotLeaderError
 		if !errors.As(err, &nl) || nl.Leader != lead.ID() {
