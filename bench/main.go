@@ -21,8 +21,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/cpclient"
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 )
 
 func main() {
