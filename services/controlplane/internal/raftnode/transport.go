@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
@@ -128,22 +129,30 @@ func (t *GRPCTransport) Close() {
 
 func (t *GRPCTransport) run(ctx context.Context, p *peer) {
 	defer close(p.done)
-	conn, err := grpcclient.Dial(p.addr, t.dial)
-	if err != nil {
-		t.log.Error("raft transport: dial", "peer", p.id, "addr", p.addr, "err", err)
-		return
+	var (
+		conn   *grpc.ClientConn
+		stream raftv1.Raft_SendClient
+		err    error
+	)
+	// After a failure the connection is dropped and dialled again, so the
+	// peer's name is resolved afresh (a restarted container may have a new
+	// address; gRPC's own re-resolution is rate-limited to every 30s).
+	reset := func() {
+		if stream != nil {
+			_, _ = stream.CloseAndRecv()
+			stream = nil
+		}
+		if conn != nil {
+			conn.Close()
+			conn = nil
+		}
 	}
-	defer conn.Close()
-	client := raftv1.NewRaftClient(conn)
-	var stream raftv1.Raft_SendClient
+	defer reset()
 	backoff := 20 * time.Millisecond
 	for {
 		var first *raftpb.Message
 		select {
 		case <-ctx.Done():
-			if stream != nil {
-				_, _ = stream.CloseAndRecv()
-			}
 			return
 		case first = <-p.queue:
 		}
@@ -159,17 +168,18 @@ func (t *GRPCTransport) run(ctx context.Context, p *peer) {
 				break drain
 			}
 		}
-		if stream == nil {
-			stream, err = client.Send(ctx)
+		if conn == nil {
+			conn, err = grpcclient.Dial(p.addr, t.dial)
+		}
+		if err == nil && stream == nil {
+			stream, err = raftv1.NewRaftClient(conn).Send(ctx)
 		}
 		if err == nil {
 			err = stream.Send(encode(batch))
 		}
 		if err != nil {
-			if stream != nil {
-				_, _ = stream.CloseAndRecv()
-			}
-			stream = nil
+			reset()
+			err = nil
 			t.failed(p.id, batch)
 			select {
 			case <-ctx.Done():

@@ -266,6 +266,7 @@ func (r *Replica) conn(addr string) (*grpc.ClientConn, error) {
 }
 
 func (r *Replica) forward(ctx context.Context, cmd *raftv1.Command) (*raftv1.Result, error) {
+	lead := r.node.Leader()
 	name, addr, err := r.leaderAddr()
 	if err != nil {
 		return nil, err
@@ -274,14 +275,56 @@ func (r *Replica) forward(ctx context.Context, cmd *raftv1.Command) (*raftv1.Res
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := r.whileLeader(ctx, lead)
+	defer cancel()
 	resp, err := raftv1.NewRaftClient(c).Forward(ctx, &raftv1.ForwardRequest{Command: cmd})
 	if err != nil {
+		if r.node.Leader() != lead {
+			return nil, fmt.Errorf("%w: the leader %s was lost while forwarding; retry", ErrUnavailable, name)
+		}
 		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+			r.dropConn(addr)
 			return nil, fmt.Errorf("%w: forwarding to the leader %s: %s", ErrUnavailable, name, st.Message())
 		}
 		return nil, err
 	}
 	return resp.GetResult(), nil
+}
+
+// dropConn forgets a connection that failed, so the next call dials (and
+// resolves the name) again.
+func (r *Replica) dropConn(addr string) {
+	r.mu.Lock()
+	c, ok := r.conns[addr]
+	delete(r.conns, addr)
+	r.mu.Unlock()
+	if ok {
+		c.Close()
+	}
+}
+
+// whileLeader returns a context that ends when lead stops being the leader
+// this member follows. A leader that dies leaves an open connection that
+// nothing answers; raft notices within an election timeout, and so the
+// forwarded call ends then instead of waiting for the caller's deadline.
+func (r *Replica) whileLeader(ctx context.Context, lead uint64) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if r.node.Leader() != lead {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, cancel
 }
 
 // ReadIndex waits for a linearizable read point.
@@ -350,6 +393,8 @@ func (r *Replica) MemberAdd(ctx context.Context, req *hivemindv1.MemberAddReques
 		if err != nil {
 			return nil, err
 		}
+		ctx, cancel := r.whileLeader(ctx, r.node.Leader())
+		defer cancel()
 		resp, err := api.MemberAdd(ctx, req)
 		if err != nil {
 			return nil, err
@@ -378,6 +423,8 @@ func (r *Replica) MemberRemove(ctx context.Context, req *hivemindv1.MemberRemove
 		if err != nil {
 			return err
 		}
+		ctx, cancel := r.whileLeader(ctx, r.node.Leader())
+		defer cancel()
 		_, err = api.MemberRemove(ctx, req)
 		return err
 	}
