@@ -32,6 +32,7 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var errs atomic.Int64
+	var firstErr atomic.Value
 	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -44,6 +45,7 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 				if err := op(ctx); err != nil {
 					if ctx.Err() == nil {
 						errs.Add(1)
+						firstErr.CompareAndSwap(nil, err.Error())
 					}
 					continue
 				}
@@ -57,6 +59,9 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 	r := summarize(all)
 	r.Clients = clients
 	r.Errors = errs.Load()
+	if e, ok := firstErr.Load().(string); ok {
+		r.Note = "first error: " + e
+	}
 	r.Seconds = elapsed.Seconds()
 	r.OpsPerSec = float64(len(all)) / elapsed.Seconds()
 	return r

@@ -34,6 +34,7 @@ func main() {
 	fanoutEvents := flag.Int("fanout-events", 200, "events appended during the fan-out step")
 	payloadSize := flag.Int("payload", 256, "payload / value size in bytes")
 	etcdBin := flag.String("etcd", "etcd", "etcd binary; skipped when not found")
+	endpoints := flag.String("endpoints", "", "drive this running control plane (comma-separated gRPC addresses) instead of starting one")
 	flag.Parse()
 
 	var counts []int
@@ -54,7 +55,11 @@ func main() {
 
 	var results []result
 	absBin, _ := filepath.Abs(*binDir)
-	hm, err := benchHivemind(ctx, filepath.Join(dir, "hivemind"), absBin, counts, *dur, payload, *watchers, *fanoutEvents)
+	var eps []string
+	if *endpoints != "" {
+		eps = strings.Split(*endpoints, ",")
+	}
+	hm, err := benchHivemind(ctx, filepath.Join(dir, "hivemind"), absBin, eps, counts, *dur, payload, *watchers, *fanoutEvents)
 	if err != nil {
 		fatalf("hivemind: %v", err)
 	}
@@ -81,15 +86,18 @@ func fatalf(format string, args ...any) {
 	os.Exit(1)
 }
 
-func benchHivemind(ctx context.Context, dir, binDir string, counts []int, d time.Duration, payload []byte, watchers, fanoutEvents int) ([]result, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+func benchHivemind(ctx context.Context, dir, binDir string, eps []string, counts []int, d time.Duration, payload []byte, watchers, fanoutEvents int) ([]result, error) {
+	if eps == nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		p, started, err := startHivemind(dir, binDir)
+		if err != nil {
+			return nil, err
+		}
+		defer p.stop()
+		eps = started
 	}
-	p, eps, err := startHivemind(dir, binDir)
-	if err != nil {
-		return nil, err
-	}
-	defer p.stop()
 	cl, err := cpclient.New(cpclient.Config{Endpoints: eps})
 	if err != nil {
 		return nil, err

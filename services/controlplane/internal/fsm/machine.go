@@ -52,7 +52,8 @@ type Machine struct {
 	events  []*hivemindv1.Event
 	intents map[string]*hivemindv1.Intent
 	applied map[string]*raftv1.Result
-	order   []string // idempotency keys, oldest first
+	order   []string // idempotency keys, a ring starting at head
+	head    int
 }
 
 // New returns an empty machine.
@@ -74,7 +75,7 @@ func (m *Machine) reset() {
 	m.events = nil
 	m.intents = map[string]*hivemindv1.Intent{}
 	m.applied = map[string]*raftv1.Result{}
-	m.order = nil
+	m.order, m.head = nil, 0
 }
 
 // change collects what one command does before it is committed to the
@@ -192,15 +193,22 @@ func (c *change) header() *hivemindv1.ResponseHeader {
 	return &hivemindv1.ResponseHeader{Revision: rev, Epoch: c.m.epoch}
 }
 
+// remember keeps res for key, forgetting the oldest key once the window is
+// full. The order is a ring: head is the oldest entry once it has wrapped.
 func (m *Machine) remember(key string, res *raftv1.Result) {
 	m.applied[key] = res
-	m.order = append(m.order, key)
-	if over := len(m.order) - m.cfg.IdempotencyWindow; over > 0 {
-		for _, k := range m.order[:over] {
-			delete(m.applied, k)
-		}
-		m.order = append([]string(nil), m.order[over:]...)
+	if len(m.order) < m.cfg.IdempotencyWindow {
+		m.order = append(m.order, key)
+		return
 	}
+	delete(m.applied, m.order[m.head])
+	m.order[m.head] = key
+	m.head = (m.head + 1) % len(m.order)
+}
+
+// window lists the remembered keys, oldest first.
+func (m *Machine) window() []string {
+	return append(append([]string(nil), m.order[m.head:]...), m.order[:m.head]...)
 }
 
 // retain drops the oldest revisions beyond MaxRevisions.

@@ -27,7 +27,7 @@ func (m *Machine) Snapshot() *raftv1.Snapshot {
 		s.Intents = append(s.Intents, in)
 	}
 	sort.Slice(s.Intents, func(i, j int) bool { return s.Intents[i].Key < s.Intents[j].Key })
-	for _, k := range m.order {
+	for _, k := range m.window() {
 		s.Applied = append(s.Applied, &raftv1.Applied{IdempotencyKey: k, Result: m.applied[k]})
 	}
 	return s

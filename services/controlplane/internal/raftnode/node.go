@@ -318,7 +318,15 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.term.Store(hs.GetTerm())
 		n.dropStaleWaiters(hs.GetTerm())
 	}
-	if err := n.storage.Save(rd.HardState, rd.Entries, rd.Snapshot); err != nil {
+	// The leader may send its appends while it writes them itself (the
+	// entries count towards the quorum only once its own MsgAppResp, which
+	// raft emits after this Ready, is processed); a follower must persist
+	// before it answers.
+	leader := rd.SoftState != nil && rd.SoftState.RaftState == raft.StateLeader || rd.SoftState == nil && n.IsLeader()
+	if leader {
+		n.tr.Send(rd.Messages)
+	}
+	if err := n.storage.Save(rd.HardState, rd.Entries, rd.Snapshot, rd.MustSync); err != nil {
 		return err
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
@@ -326,7 +334,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			return err
 		}
 	}
-	n.tr.Send(rd.Messages)
+	if !leader {
+		n.tr.Send(rd.Messages)
+	}
 	for _, rs := range rd.ReadStates {
 		n.readDone(rs)
 	}

@@ -107,10 +107,21 @@ func (s *Storage) Fresh() bool {
 func (s *Storage) Raft() *raft.MemoryStorage { return s.mem }
 
 // Save durably stores what a Ready asks to persist, in one fsync'd
-// transaction, then mirrors it in memory.
-func (s *Storage) Save(hs *raftpb.HardState, entries []*raftpb.Entry, snap *raftpb.Snapshot) error {
+// transaction, then mirrors it in memory. When raft says no sync is needed
+// (only the commit index moved), the hard state is kept in memory only: a
+// restarted node learns the commit index from the leader again, and
+// SaveSnapshot writes it whenever it matters for recovery.
+func (s *Storage) Save(hs *raftpb.HardState, entries []*raftpb.Entry, snap *raftpb.Snapshot, mustSync bool) error {
+	if !mustSync && len(entries) == 0 && raft.IsEmptySnap(snap) {
+		if !raft.IsEmptyHardState(hs) {
+			return s.mem.SetHardState(hs)
+		}
+		return nil
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		ents, meta := tx.Bucket(bucketEntries), tx.Bucket(bucketMeta)
+		// Keys only ever grow: fill pages completely instead of splitting them in half.
+		ents.FillPercent = 1.0
 		if !raft.IsEmptySnap(snap) {
 			b, err := proto.Marshal(snap)
 			if err != nil {
@@ -173,8 +184,20 @@ func (s *Storage) SaveSnapshot(snap *raftpb.Snapshot, compactTo uint64) error {
 	if err != nil {
 		return err
 	}
+	// The stored hard state's commit index must not be behind the snapshot.
+	hs, _, err := s.mem.InitialState()
+	if err != nil {
+		return err
+	}
+	hsb, err := proto.Marshal(hs)
+	if err != nil {
+		return err
+	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(keySnapshot, b); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMeta).Put(keyHardState, hsb); err != nil {
 			return err
 		}
 		return deleteBelow(tx.Bucket(bucketEntries), compactTo)

@@ -29,7 +29,7 @@ func TestStorageSurvivesReopen(t *testing.T) {
 		t.Fatal("new storage not fresh")
 	}
 	hs := &raftpb.HardState{Term: proto.Uint64(3), Vote: proto.Uint64(2), Commit: proto.Uint64(5)}
-	if err := s.Save(hs, entries(1, 10, 8), nil); err != nil {
+	if err := s.Save(hs, entries(1, 10, 8), nil, true); err != nil {
 		t.Fatal(err)
 	}
 	// A new leader overwrites the uncommitted tail.
@@ -37,7 +37,7 @@ func TestStorageSurvivesReopen(t *testing.T) {
 	for _, e := range tail {
 		e.Term = proto.Uint64(4)
 	}
-	if err := s.Save(nil, tail, nil); err != nil {
+	if err := s.Save(nil, tail, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	snap, err := s.Raft().CreateSnapshot(5, &raftpb.ConfState{Voters: []uint64{1, 2, 3}}, []byte("state"))
@@ -88,7 +88,7 @@ func BenchmarkStorageSave(b *testing.B) {
 				ents := entries(next, batch, 256)
 				next += batch
 				hs := &raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(next - 1)}
-				if err := s.Save(hs, ents, nil); err != nil {
+				if err := s.Save(hs, ents, nil, true); err != nil {
 					b.Fatal(err)
 				}
 			}
