@@ -19,9 +19,14 @@ type Timestamp uint64
 
 const logicalBits = 16
 
+// maxMillis is the largest physical part 48 bits hold (about year 10889).
+const maxMillis = 1<<(64-logicalBits) - 1
+
 // FromParts builds a timestamp from milliseconds since the Unix epoch and a
-// logical counter.
+// logical counter. Milliseconds outside 0..2^48-1 are clamped: a wall clock
+// before 1970 must not wrap around to the far future.
 func FromParts(ms int64, logical uint16) Timestamp {
+	ms = min(max(ms, 0), maxMillis)
 	return Timestamp(uint64(ms)<<logicalBits | uint64(logical))
 }
 
@@ -46,8 +51,11 @@ func (t Timestamp) String() string {
 var ErrDrift = errors.New("hlc: remote clock too far ahead")
 
 // DefaultMaxDrift bounds how far ahead of the local wall clock a remote
-// timestamp may be before Update refuses it. A node whose clock is an hour
-// off should be noticed, not followed.
+// timestamp may be before Update refuses it. Following a remote clock drags
+// this node's clock (and every id it stamps) ahead with it, and nothing ever
+// brings it back; a node whose clock is an hour off should be noticed, not
+// followed. A minute is far beyond NTP error, yet small enough that an id
+// stamped from a bad clock is still close to real time.
 const DefaultMaxDrift = time.Minute
 
 // Clock is a hybrid logical clock. It is safe for concurrent use.
@@ -68,7 +76,8 @@ func New(now func() time.Time) *Clock {
 	return &Clock{now: now, maxDrift: DefaultMaxDrift}
 }
 
-// SetMaxDrift changes the bound Update enforces.
+// SetMaxDrift changes the bound Update enforces; d <= 0 removes it, for
+// callers that must merge whatever they receive.
 func (c *Clock) SetMaxDrift(d time.Duration) {
 	c.mu.Lock()
 	c.maxDrift = d
@@ -76,7 +85,9 @@ func (c *Clock) SetMaxDrift(d time.Duration) {
 }
 
 // Now returns a timestamp greater than every one this clock returned or
-// received before.
+// received before. When more than 65,536 readings fall in one millisecond
+// the counter carries into the physical part, so the clock briefly runs up
+// to a few milliseconds ahead of the wall rather than repeating itself.
 func (c *Clock) Now() Timestamp {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -89,13 +100,16 @@ func (c *Clock) Now() Timestamp {
 	return c.last
 }
 
-// Update merges a timestamp received from another node, so that what this
-// node does next orders after it, and returns the new reading.
+// Update merges a timestamp received from another node (the HLC receive
+// rule), so that what this node does next orders after it, and returns the
+// new reading. A remote timestamp more than the max drift ahead of the local
+// wall clock is refused with an error wrapping ErrDrift and leaves the clock
+// unchanged.
 func (c *Clock) Update(remote Timestamp) (Timestamp, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	wallTime := c.now()
-	if remote.Physical().Sub(wallTime) > c.maxDrift {
+	if c.maxDrift > 0 && remote.Physical().Sub(wallTime) > c.maxDrift {
 		return c.last, fmt.Errorf("%w: %s is more than %s ahead of %s", ErrDrift, remote, c.maxDrift, wallTime.UTC().Format(time.RFC3339))
 	}
 	wall := FromTime(wallTime)
