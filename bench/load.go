@@ -29,8 +29,9 @@ type result struct {
 // closedLoop runs clients goroutines, each issuing op back to back for d,
 // and reports throughput and latency percentiles of successful ops.
 func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx context.Context) error) result {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	// Each operation gets its own timeout rather than the step's deadline,
+	// so the end of a step does not turn the last calls into errors.
+	end := time.Now().Add(d)
 	var errs atomic.Int64
 	var firstErr atomic.Value
 	lat := make([][]time.Duration, clients)
@@ -40,13 +41,14 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			for ctx.Err() == nil {
+			for time.Now().Before(end) {
+				opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				t := time.Now()
-				if err := op(ctx); err != nil {
-					if ctx.Err() == nil {
-						errs.Add(1)
-						firstErr.CompareAndSwap(nil, err.Error())
-					}
+				err := op(opCtx)
+				cancel()
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
 					continue
 				}
 				lat[i] = append(lat[i], time.Since(t))

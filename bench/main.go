@@ -49,7 +49,11 @@ func main() {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	defer os.RemoveAll(dir)
+	if os.Getenv("HIVEMIND_BENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	} else {
+		fmt.Fprintf(os.Stderr, "keeping cluster data and logs in %s\n", dir)
+	}
 	ctx := context.Background()
 	payload := bytes.Repeat([]byte("x"), *payloadSize)
 

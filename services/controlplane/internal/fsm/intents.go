@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -11,8 +13,32 @@ import (
 	"github.com/hivemind/hivemind/pkg/hlc"
 )
 
+// intentPayload is the JSON payload of intent events. It is encoding/json
+// of a struct, not protojson, because protojson's output is deliberately
+// unstable and every replica must produce the same bytes.
+type intentPayload struct {
+	Holder    string `json:"holder"`
+	State     string `json:"state"`
+	Claims    int64  `json:"claims"`
+	ExpiresAt string `json:"expires_at,omitempty"`
+	Outcome   string `json:"outcome,omitempty"`
+}
+
 func (m *Machine) intentEvent(c *change, typ string, hook hivemindv1.Hook, in *hivemindv1.Intent) {
-	c.emit(&hivemindv1.Event{Type: typ, Hook: hook, Uri: in.Key, Payload: []byte(in.Holder)})
+	p := intentPayload{
+		Holder:  in.GetHolder(),
+		State:   strings.ToLower(strings.TrimPrefix(in.GetState().String(), "STATE_")),
+		Claims:  in.GetClaims(),
+		Outcome: in.GetOutcome(),
+	}
+	if in.GetState() == hivemindv1.Intent_STATE_CLAIMED {
+		p.ExpiresAt = in.GetExpiresAt().AsTime().Format(time.RFC3339Nano)
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: encoding an intent payload: %v", err)) // strings and an int cannot fail
+	}
+	c.emit(&hivemindv1.Event{Type: typ, Hook: hook, Uri: in.GetKey(), Payload: payload})
 }
 
 func (m *Machine) applyClaim(c *change, req *hivemindv1.ClaimIntentRequest) *hivemindv1.ClaimIntentResponse {

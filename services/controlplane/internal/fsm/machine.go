@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -84,13 +85,21 @@ type change struct {
 	m      *Machine
 	rev    int64 // the revision this command's events get
 	ts     hlc.Timestamp
+	last   hlc.Timestamp // the latest timestamp an event id used
+	node   string        // whose hash goes into event ids
 	source string
 	events []*hivemindv1.Event
 }
 
+// emit stamps e as the next event of the command. An id's sequence number
+// has 16 bits; a command with more events than that (a prefix delete of a
+// large subtree) moves on to the next logical tick every 65,536 events, so
+// ids stay unique and ordered. Apply then keeps the clock past that tick.
 func (c *change) emit(e *hivemindv1.Event) {
+	n := len(c.events)
+	c.last = c.ts + hlc.Timestamp(n>>16)
 	e.Revision = c.rev
-	e.Id = hlc.NewID(c.ts, c.source, uint16(len(c.events))).String()
+	e.Id = hlc.NewID(c.last, c.node, uint16(n)).String()
 	e.Time = timestamp(c.ts.Physical())
 	if e.Source == "" {
 		e.Source = c.source
@@ -101,6 +110,9 @@ func (c *change) emit(e *hivemindv1.Event) {
 // Apply applies one command and returns its result and the events it
 // produced (nil when nothing changed). A rejected command changes nothing
 // and says why in the result's code and message.
+//
+// The result and events are shared with the machine (the idempotency
+// window, the event log) and must not be modified.
 func (m *Machine) Apply(cmd *raftv1.Command) (*raftv1.Result, []*hivemindv1.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -112,12 +124,19 @@ func (m *Machine) Apply(cmd *raftv1.Command) (*raftv1.Result, []*hivemindv1.Even
 		}
 	}
 	ts := hlc.Timestamp(max(cmd.GetHlc(), m.lastHLC+1))
-	m.lastHLC = uint64(ts)
+	if m.lastHLC == math.MaxUint64 {
+		// Only a corrupt stamp gets here; stay put rather than wrap to 0.
+		ts = hlc.Timestamp(m.lastHLC)
+	}
 	source := cmd.GetSource()
 	if source == "" {
 		source = cmd.GetProposer()
 	}
-	c := &change{m: m, rev: m.rev + 1, ts: ts, source: source}
+	node := cmd.GetProposer()
+	if node == "" {
+		node = source
+	}
+	c := &change{m: m, rev: m.rev + 1, ts: ts, last: ts, node: node, source: source}
 
 	var res *raftv1.Result
 	if err := ValidateCommand(cmd); err != nil {
@@ -125,13 +144,16 @@ func (m *Machine) Apply(cmd *raftv1.Command) (*raftv1.Result, []*hivemindv1.Even
 	} else {
 		res = m.dispatch(c, cmd)
 	}
+	m.lastHLC = uint64(c.last)
 	if len(c.events) > 0 {
 		m.rev = c.rev
 		m.events = append(m.events, c.events...)
 		m.retain()
 	}
 	res.Revision = m.rev
-	if key != "" && res.GetCode() == 0 {
+	// Rejections are remembered too: a retry gets the first answer, even if
+	// the state has since changed so that it would now succeed.
+	if key != "" && len(key) <= MaxIdempotencyKeyBytes {
 		m.remember(key, res)
 	}
 	return res, c.events
@@ -290,7 +312,9 @@ func (m *Machine) Range(prefix, startAfter string, limit int, keysOnly bool) (kv
 }
 
 // EventsFrom returns up to max retained events with revision >= rev, in
-// order. It fails with ErrCompacted when rev is older than the log retains.
+// order; max <= 0 means all of them. The last revision returned may be cut
+// short by max. It fails with an error wrapping ErrCompacted, saying
+// "compacted; oldest retained is N", when rev is older than the log retains.
 func (m *Machine) EventsFrom(rev int64, max int) ([]*hivemindv1.Event, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -298,7 +322,10 @@ func (m *Machine) EventsFrom(rev int64, max int) ([]*hivemindv1.Event, error) {
 		return nil, fmt.Errorf("%w; oldest retained is %d", ErrCompacted, m.oldest)
 	}
 	i := sort.Search(len(m.events), func(i int) bool { return m.events[i].GetRevision() >= rev })
-	j := min(len(m.events), i+max)
+	j := len(m.events)
+	if max > 0 {
+		j = min(j, i+max)
+	}
 	return append([]*hivemindv1.Event(nil), m.events[i:j]...), nil
 }
 

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -20,7 +21,7 @@ const (
 	MaxAttachments         = 16
 	MaxTxnCompares         = 128
 	MaxTxnOps              = 128
-	MaxHolderBytes         = 256
+	MaxHolderBytes         = 256 // also bounds node names (source, proposer)
 	MaxIdempotencyKeyBytes = 128
 	DefaultRangeLimit      = 1000
 	MaxRangeLimit          = 10000
@@ -48,7 +49,8 @@ func outOfRange(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Code: codes.OutOfRange}
 }
 
-// ValidateKey checks a resource path.
+// ValidateKey checks a resource path: see the package documentation. A
+// trailing "/" is allowed, so a key can name a directory-like node.
 func ValidateKey(field, key string) error {
 	switch {
 	case key == "":
@@ -60,9 +62,9 @@ func ValidateKey(field, key string) error {
 	case key[0] != '/':
 		return invalid(field, `must start with "/"`)
 	}
-	for _, r := range key {
-		if r < 0x20 || r == 0x7f {
-			return invalid(field, "contains a control character")
+	for i, r := range key {
+		if unicode.IsControl(r) {
+			return invalid(field, "control character %U at byte %d", r, i)
 		}
 	}
 	segs := strings.Split(key[1:], "/")
@@ -87,10 +89,18 @@ func validatePrefix(field, prefix string) error {
 	return ValidateKey(field, prefix)
 }
 
-// ValidateCommand checks a command's request against the limits.
+// ValidateCommand checks a command's request against the limits. Field
+// names in its errors are those of the request inside the command (key,
+// success[2].put.key, lease), which is what the API's caller sent.
 func ValidateCommand(cmd *raftv1.Command) error {
 	if len(cmd.GetIdempotencyKey()) > MaxIdempotencyKeyBytes {
 		return invalid("idempotency_key", "%d bytes, at most %d", len(cmd.GetIdempotencyKey()), MaxIdempotencyKeyBytes)
+	}
+	if len(cmd.GetSource()) > MaxHolderBytes {
+		return invalid("source", "%d bytes, at most %d", len(cmd.GetSource()), MaxHolderBytes)
+	}
+	if len(cmd.GetProposer()) > MaxHolderBytes {
+		return invalid("proposer", "%d bytes, at most %d", len(cmd.GetProposer()), MaxHolderBytes)
 	}
 	switch op := cmd.GetOp().(type) {
 	case *raftv1.Command_Put:

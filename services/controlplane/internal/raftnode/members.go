@@ -218,18 +218,14 @@ func (n *Node) promoteLoop() {
 
 // Snapshots carry the member list ahead of the state machine's bytes:
 // [4-byte length][MemberListResponse][state machine snapshot].
-func (n *Node) snapshotData() ([]byte, error) {
-	state, err := n.sm.Snapshot()
+func encodeSnapshot(members []*hivemindv1.Member, state []byte) ([]byte, error) {
+	ml, err := proto.Marshal(&hivemindv1.MemberListResponse{Members: members})
 	if err != nil {
 		return nil, err
 	}
-	members, err := proto.Marshal(&hivemindv1.MemberListResponse{Members: n.Members()})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 4, 4+len(members)+len(state))
-	binary.BigEndian.PutUint32(out, uint32(len(members)))
-	out = append(out, members...)
+	out := make([]byte, 4, 4+len(ml)+len(state))
+	binary.BigEndian.PutUint32(out, uint32(len(ml)))
+	out = append(out, ml...)
 	return append(out, state...), nil
 }
 
@@ -265,39 +261,85 @@ func (n *Node) restore(snap *raftpb.Snapshot) error {
 	return nil
 }
 
-// maybeSnapshot takes a snapshot every SnapshotEvery applied entries and
-// compacts the log behind it, keeping SnapshotMargin entries.
+// snapshotDone is a snapshot written in the background, ready to be
+// recorded by the Ready loop.
+type snapshotDone struct {
+	snap *raftpb.Snapshot
+	err  error
+}
+
+// maybeSnapshot starts a snapshot every SnapshotEvery applied entries. The
+// state is captured here, in log order; serialising and writing it happen
+// on another goroutine so that the Ready loop keeps committing meanwhile.
 func (n *Node) maybeSnapshot() error {
 	applied := n.applied.Load()
 	n.mu.Lock()
-	due := applied-n.snapIndex >= n.cfg.SnapshotEvery || n.snapshotNow
-	n.snapshotNow = false
-	cs := n.confState
+	due := !n.snapping && (applied-n.snapIndex >= n.cfg.SnapshotEvery || n.snapshotNow)
+	if due {
+		n.snapshotNow = false
+		n.snapping = true
+	}
+	cs := proto.Clone(n.confState).(*raftpb.ConfState)
 	n.mu.Unlock()
 	if !due {
 		return nil
 	}
-	data, err := n.snapshotData()
+	term, err := n.storage.Raft().Term(applied)
 	if err != nil {
-		return err
-	}
-	snap, err := n.storage.Raft().CreateSnapshot(applied, cs, data)
-	if err != nil {
-		if errors.Is(err, raft.ErrSnapOutOfDate) {
+		n.mu.Lock()
+		n.snapping = false
+		n.mu.Unlock()
+		if errors.Is(err, raft.ErrCompacted) {
 			return nil
 		}
 		return err
 	}
-	compactTo := uint64(1)
-	if applied > n.cfg.SnapshotMargin {
-		compactTo = applied - n.cfg.SnapshotMargin
+	capture, err := n.sm.Snapshot()
+	if err != nil {
+		return err
 	}
-	if err := n.storage.SaveSnapshot(snap, compactTo); err != nil {
+	members := n.Members()
+	go func() {
+		state, err := capture()
+		var data []byte
+		if err == nil {
+			data, err = encodeSnapshot(members, state)
+		}
+		snap := &raftpb.Snapshot{Data: data, Metadata: &raftpb.SnapshotMetadata{Index: proto.Uint64(applied), Term: proto.Uint64(term), ConfState: cs}}
+		if err == nil {
+			err = n.storage.writeSnapshot(snap)
+		}
+		n.snapDone <- snapshotDone{snap: snap, err: err}
+	}()
+	return nil
+}
+
+// finishSnapshot records a snapshot written in the background and
+// compacts the log behind it, keeping SnapshotMargin entries.
+func (n *Node) finishSnapshot(d snapshotDone) error {
+	n.mu.Lock()
+	n.snapping = false
+	n.mu.Unlock()
+	if d.err != nil {
+		return d.err
+	}
+	idx := d.snap.GetMetadata().GetIndex()
+	if _, err := n.storage.Raft().CreateSnapshot(idx, d.snap.GetMetadata().GetConfState(), d.snap.GetData()); err != nil {
+		if errors.Is(err, raft.ErrSnapOutOfDate) {
+			return nil // a newer snapshot arrived from the leader meanwhile
+		}
+		return err
+	}
+	compactTo := uint64(1)
+	if idx > n.cfg.SnapshotMargin {
+		compactTo = idx - n.cfg.SnapshotMargin
+	}
+	if err := n.storage.Compacted(compactTo); err != nil {
 		return err
 	}
 	n.mu.Lock()
-	n.snapIndex = applied
+	n.snapIndex = idx
 	n.mu.Unlock()
-	n.log.Debug("raft: snapshot", "index", applied, "compacted_to", compactTo)
+	n.log.Debug("raft: snapshot", "index", idx, "compacted_to", compactTo)
 	return nil
 }

@@ -29,8 +29,10 @@ type StateMachine interface {
 	// Apply applies one committed entry's data at index and returns the
 	// result handed back to the proposer.
 	Apply(index uint64, data []byte) any
-	// Snapshot serialises the whole state as of the last applied entry.
-	Snapshot() ([]byte, error)
+	// Snapshot captures the state as of the last applied entry and returns
+	// a function that serialises that capture. The capture must be cheap;
+	// the function runs on another goroutine while Apply goes on.
+	Snapshot() (func() ([]byte, error), error)
 	// Restore replaces the state with a snapshot's.
 	Restore(data []byte) error
 }
@@ -128,6 +130,8 @@ type Node struct {
 	confState   *raftpb.ConfState
 	snapIndex   uint64
 	snapshotNow bool
+	snapping    bool              // a snapshot is being written in the background
+	snapDone    chan snapshotDone // its outcome, back to the Ready loop
 	waiters     map[uint64]*waiter
 	reads       map[uint64]chan uint64
 	lastHeard   map[uint64]time.Time
@@ -166,6 +170,7 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 		appliedWake: make(chan struct{}),
 		stopc:       make(chan struct{}),
 		done:        make(chan struct{}),
+		snapDone:    make(chan snapshotDone, 1),
 	}
 	n.nextID.Store(rand.Uint64() >> 1)
 	if cfg.Transport == nil {
@@ -292,6 +297,12 @@ func (n *Node) run() {
 			return
 		case <-ticker.C:
 			n.rn.Tick()
+		case d := <-n.snapDone:
+			if err := n.finishSnapshot(d); err != nil {
+				n.log.Error("raft: stopping after a storage failure", "err", err)
+				n.fail(err)
+				return
+			}
 		case rd := <-n.rn.Ready():
 			if err := n.handleReady(rd); err != nil {
 				n.log.Error("raft: stopping after a storage failure", "err", err)

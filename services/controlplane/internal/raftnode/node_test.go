@@ -27,10 +27,11 @@ func (s *listSM) Apply(_ uint64, data []byte) any {
 	return len(s.items)
 }
 
-func (s *listSM) Snapshot() ([]byte, error) {
+func (s *listSM) Snapshot() (func() ([]byte, error), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return json.Marshal(s.items)
+	items := append([]string(nil), s.items...)
+	return func() ([]byte, error) { return json.Marshal(items) }, nil
 }
 
 func (s *listSM) Restore(b []byte) error {

@@ -165,7 +165,12 @@ func (a *applier) Apply(_ uint64, data []byte) any {
 	return res
 }
 
-func (a *applier) Snapshot() ([]byte, error) { return proto.Marshal(a.m.Snapshot()) }
+// Snapshot captures the machine (its stored messages are never modified, so
+// the capture shares them) and serialises it later, off the apply loop.
+func (a *applier) Snapshot() (func() ([]byte, error), error) {
+	s := a.m.Snapshot()
+	return func() ([]byte, error) { return proto.Marshal(s) }, nil
+}
 
 func (a *applier) Restore(b []byte) error {
 	s := &raftv1.Snapshot{}
