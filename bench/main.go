@@ -20,6 +20,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/hivemind/hivemind/pkg/cpclient"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
@@ -221,7 +222,7 @@ func benchEtcd(ctx context.Context, dir, bin string, counts []int, d time.Durati
 		return nil, err
 	}
 	defer p.stop()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, err
 	}

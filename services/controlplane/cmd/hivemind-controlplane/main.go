@@ -45,7 +45,7 @@ func main() {
 			fs.BoolVar(&f.join, "join", false, "join a running cluster (after MemberAdd) instead of bootstrapping a new one")
 			fs.DurationVar(&f.tick, "tick-interval", 100*time.Millisecond, "raft tick; heartbeats every tick")
 			fs.IntVar(&f.electionTicks, "election-ticks", 10, "ticks without a leader before a follower campaigns")
-			fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 10000, "applied entries between raft snapshots")
+			fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "applied entries between raft snapshots")
 			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
 		},
