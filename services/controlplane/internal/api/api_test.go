@@ -239,3 +239,27 @@ func TestMemberAddPromoteRemove(t *testing.T) {
 		return true
 	})
 }
+
+func TestRetriedWriteAppliesOnce(t *testing.T) {
+	c := cptest.Start(t, 3, cptest.Options{})
+	c.Leader()
+	follower := direct(t, c, (c.Leader()+1)%3)
+	req := &hivemindv1.AppendEventRequest{Type: "test.once", Uri: "/app/x", IdempotencyKey: "retry-1"}
+	first, err := follower.AppendEvent(ctx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same request again, through another member, as a client retrying
+	// after a lost answer would send it.
+	again, err := direct(t, c, c.Leader()).AppendEvent(ctx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Event.Id != first.Event.Id || again.Header.Revision != first.Header.Revision {
+		t.Fatalf("retry applied again: %v then %v", first.Event, again.Event)
+	}
+	st, _ := follower.Status(ctx(t), &hivemindv1.StatusRequest{})
+	if st.AppliedRevision != first.Header.Revision {
+		t.Fatalf("revision moved to %d after a retry of revision %d", st.AppliedRevision, first.Header.Revision)
+	}
+}
