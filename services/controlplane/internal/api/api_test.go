@@ -198,7 +198,7 @@ func TestBadInputNamesTheField(t *testing.T) {
 func TestMemberAddPromoteRemove(t *testing.T) {
 	c := cptest.Start(t, 3, cptest.Options{})
 	cl := c.Client(cpclient.Config{})
-	for i := 0; i < 250; i++ {
+	for i := 0; i < 10; i++ { // a short log: promotion must still wait for the learner
 		put(t, cl, fmt.Sprintf("/app/k%d", i), "v")
 	}
 	i := c.NewMember("cp4")
@@ -208,6 +208,13 @@ func TestMemberAddPromoteRemove(t *testing.T) {
 	resp, err := direct(t, c, follower).MemberAdd(ctx(t), &hivemindv1.MemberAddRequest{Name: n.Name, PeerAddress: n.Addr, GrpcAddress: n.Addr})
 	if err != nil || !resp.Member.Learner {
 		t.Fatalf("member add: %v %v", resp, err)
+	}
+	// Not running yet: it must stay a learner, or the cluster would count
+	// a voter that cannot vote.
+	time.Sleep(300 * time.Millisecond) // several promotion passes (every 5 ticks of 20ms)
+	st, err := direct(t, c, 0).Status(ctx(t), &hivemindv1.StatusRequest{})
+	if err != nil || len(st.Learners) != 1 || len(st.Voters) != 3 {
+		t.Fatalf("before it runs, cp4 must be a learner: %v %v", st, err)
 	}
 	c.StartNode(i)
 	c.WaitFor("cp4 promoted to voter", 15*time.Second, func() bool {

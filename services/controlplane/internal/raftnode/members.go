@@ -166,7 +166,7 @@ func (n *Node) changeConf(ctx context.Context, typ raftpb.ConfChangeType, m *hiv
 		n.mu.Unlock()
 		switch {
 		case typ == raftpb.ConfChangeRemoveNode && !present,
-			typ == raftpb.ConfChangeAddLearnerNode && present && cur.GetLearner(),
+			typ == raftpb.ConfChangeAddLearnerNode && present, // possibly promoted already
 			typ == raftpb.ConfChangeAddNode && present && !cur.GetLearner():
 			return nil
 		}
@@ -188,7 +188,11 @@ func (n *Node) caughtUp(id uint64) bool {
 		return false
 	}
 	last, _ := n.storage.Raft().LastIndex()
-	return pr.RecentActive && pr.Match+64 >= last
+	// Match > 0: the learner has answered at least once. raft marks a new
+	// member recently active before it has said anything, and with a short
+	// log Match+64 >= last would otherwise hold for a member that is not
+	// even running.
+	return pr.RecentActive && pr.Match > 0 && pr.Match+64 >= last
 }
 
 // promoteLoop, on the leader, promotes learners once they have caught up.
