@@ -49,8 +49,8 @@ func main() {
 			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
 		},
-		Start: func(_ context.Context, env *daemon.Env) (func(context.Context) error, error) {
-			return start(env, f)
+		Start: func(ctx context.Context, env *daemon.Env) (func(context.Context) error, error) {
+			return start(ctx, env, f)
 		},
 	})
 }
@@ -73,7 +73,7 @@ func parseCluster(s string) ([]*hivemindv1.Member, error) {
 	return out, nil
 }
 
-func start(env *daemon.Env, f flags) (func(context.Context) error, error) {
+func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context) error, error) {
 	members, err := parseCluster(f.cluster)
 	if err != nil {
 		return nil, err
@@ -101,6 +101,23 @@ func start(env *daemon.Env, f flags) (func(context.Context) error, error) {
 	hivemindv1.RegisterControlPlaneServer(env.Server.GRPC(), api.New(r, r.Hub()))
 	raftv1.RegisterRaftServer(env.Server.GRPC(), r.RaftService())
 	r.Start()
-	env.Server.SetServing(true, "hivemind.v1.ControlPlane")
+	go serveOnceLed(ctx, env, r)
 	return r.Stop, nil
+}
+
+// serveOnceLed reports SERVING once this member has seen a leader, so that
+// "healthy" means the cluster formed. It stays SERVING when the quorum is
+// lost later: stale reads and Status still answer, and Status says why the
+// member is degraded.
+func serveOnceLed(ctx context.Context, env *daemon.Env, r *replica.Replica) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for r.Node().Leader() == 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	env.Server.SetServing(true, "hivemind.v1.ControlPlane")
 }
