@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
 	"strings"
 	"time"
 
@@ -97,8 +98,8 @@ func (m *Machine) applyDelete(c *change, req *hivemindv1.DeleteRequest) *hivemin
 
 func (m *Machine) applyTxn(c *change, req *hivemindv1.TxnRequest) *hivemindv1.TxnResponse {
 	ok := true
-	for _, cmp := range req.GetCompares() {
-		if !m.compare(cmp) {
+	for _, c := range req.GetCompares() {
+		if !m.compare(c) {
 			ok = false
 			break
 		}
@@ -129,23 +130,23 @@ func (m *Machine) applyTxn(c *change, req *hivemindv1.TxnRequest) *hivemindv1.Tx
 	return resp
 }
 
-func (m *Machine) compare(cmp *hivemindv1.Compare) bool {
-	kv, found := m.kvs.Get(&hivemindv1.KeyValue{Key: cmp.GetKey()})
+func (m *Machine) compare(want *hivemindv1.Compare) bool {
+	kv, found := m.kvs.Get(&hivemindv1.KeyValue{Key: want.GetKey()})
 	if !found {
 		kv = &hivemindv1.KeyValue{}
 	}
 	var diff int
-	switch cmp.GetTarget() {
+	switch want.GetTarget() {
 	case hivemindv1.Compare_TARGET_VALUE:
-		diff = bytes.Compare(kv.GetValue(), cmp.GetValue())
+		diff = bytes.Compare(kv.GetValue(), want.GetValue())
 	case hivemindv1.Compare_TARGET_VERSION:
-		diff = cmpInt(kv.GetVersion(), cmp.GetNumber())
+		diff = cmp.Compare(kv.GetVersion(), want.GetNumber())
 	case hivemindv1.Compare_TARGET_CREATE_REVISION:
-		diff = cmpInt(kv.GetCreateRevision(), cmp.GetNumber())
+		diff = cmp.Compare(kv.GetCreateRevision(), want.GetNumber())
 	case hivemindv1.Compare_TARGET_MOD_REVISION:
-		diff = cmpInt(kv.GetModRevision(), cmp.GetNumber())
+		diff = cmp.Compare(kv.GetModRevision(), want.GetNumber())
 	}
-	switch cmp.GetResult() {
+	switch want.GetResult() {
 	case hivemindv1.Compare_RESULT_EQUAL:
 		return diff == 0
 	case hivemindv1.Compare_RESULT_NOT_EQUAL:
@@ -156,16 +157,6 @@ func (m *Machine) compare(cmp *hivemindv1.Compare) bool {
 		return diff < 0
 	}
 	return false
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (m *Machine) applyAppend(c *change, req *hivemindv1.AppendEventRequest) *hivemindv1.AppendEventResponse {

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -25,18 +26,8 @@ func (n *Node) Members() []*hivemindv1.Member {
 	for _, m := range n.members {
 		out = append(out, proto.Clone(m).(*hivemindv1.Member))
 	}
-	slices.SortFunc(out, func(a, b *hivemindv1.Member) int { return cmpU64(a.GetId(), b.GetId()) })
+	slices.SortFunc(out, func(a, b *hivemindv1.Member) int { return cmp.Compare(a.GetId(), b.GetId()) })
 	return out
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func decodeConfChange(e *raftpb.Entry) (raftpb.ConfChangeI, error) {
