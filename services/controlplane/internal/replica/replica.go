@@ -114,25 +114,24 @@ func (r *Replica) Start() { r.node.Start() }
 // Stop hands over leadership and stops.
 func (r *Replica) Stop(ctx context.Context) error {
 	err := r.node.Stop(ctx)
-	r.mu.Lock()
-	for _, c := range r.conns {
-		c.Close()
-	}
-	r.conns = map[string]*grpc.ClientConn{}
-	r.mu.Unlock()
+	r.closeConns()
 	return err
 }
 
 // Crash stops abruptly, without handing over leadership (tests only).
 func (r *Replica) Crash() error {
 	err := r.node.Crash()
+	r.closeConns()
+	return err
+}
+
+func (r *Replica) closeConns() {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, c := range r.conns {
 		c.Close()
 	}
 	r.conns = map[string]*grpc.ClientConn{}
-	r.mu.Unlock()
-	return err
 }
 
 // Machine is the local state machine.
