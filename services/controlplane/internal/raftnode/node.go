@@ -121,9 +121,11 @@ type Node struct {
 	rn      raft.Node
 	tr      Transport
 
-	lead    atomic.Uint64
-	term    atomic.Uint64
-	applied atomic.Uint64
+	lead      atomic.Uint64
+	clusterID atomic.Uint64
+	clusterMu sync.Mutex
+	term      atomic.Uint64
+	applied   atomic.Uint64
 
 	mu          sync.Mutex
 	members     map[uint64]*hivemindv1.Member
@@ -142,6 +144,7 @@ type Node struct {
 	stopc   chan struct{}
 	done    chan struct{}
 	stopped atomic.Bool
+	started atomic.Bool
 }
 
 type waiter struct {
@@ -178,6 +181,10 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 	}
 	n.tr = cfg.Transport(n)
 
+	if err := n.loadClusterID(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	fresh := st.Fresh()
 	snap, _ := st.Raft().Snapshot()
 	if !raft.IsEmptySnap(snap) {
@@ -226,6 +233,10 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 			st.Close()
 			return nil, errors.New("raftnode: a new cluster needs its initial peers")
 		}
+		if err := n.saveClusterID(clusterIDFor(cfg.Peers)); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("raftnode: cluster id: %w", err)
+		}
 		n.rn = raft.StartNode(rc, peers)
 	} else {
 		n.rn = raft.RestartNode(rc)
@@ -243,6 +254,7 @@ func (n *Node) OnLeaderChange(fn func(lead uint64, isLeader bool)) {
 
 // Start runs the Ready loop and the ticker.
 func (n *Node) Start() {
+	n.started.Store(true)
 	go n.run()
 	if !n.cfg.DisableAutoPromote {
 		go n.promoteLoop()
@@ -435,7 +447,9 @@ func (n *Node) halt() error {
 		return nil
 	}
 	close(n.stopc)
-	<-n.done
+	if n.started.Load() {
+		<-n.done
+	}
 	n.rn.Stop()
 	n.tr.Close()
 	n.fail(ErrStopped)

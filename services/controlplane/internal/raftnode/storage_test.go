@@ -1,7 +1,9 @@
 package raftnode
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"go.etcd.io/raft/v3/raftpb"
+
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -228,5 +232,52 @@ func TestStorageDropsTornTailAndRemovesOldSegments(t *testing.T) {
 	defer s.Close()
 	if hs, _, _ := s.Raft().InitialState(); hs.GetCommit() != 5 {
 		t.Fatalf("hard state lost with the old segment: %v", hs)
+	}
+}
+
+func TestClusterIDRefusesAnotherCluster(t *testing.T) {
+	peers := []*hivemindv1.Member{{Id: 1, Name: "n1"}, {Id: 2, Name: "n2"}}
+	dir := t.TempDir()
+	cfg := TestConfig(1, dir, peers)
+	cfg.Transport = NewMemNetwork().Transport(1)
+	n, err := New(cfg, &listSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop(context.Background())
+	ours := n.ClusterID()
+	if ours == 0 || ours != clusterIDFor([]*hivemindv1.Member{{Id: 2}, {Id: 1}}) {
+		t.Fatalf("cluster id %x not derived from the members", ours)
+	}
+	if err := n.acceptCluster(ours); err != nil {
+		t.Fatalf("own cluster refused: %v", err)
+	}
+	if err := n.acceptCluster(ours + 1); !errors.Is(err, ErrOtherCluster) {
+		t.Fatalf("another cluster accepted: %v", err)
+	}
+
+	// A joining member adopts the first cluster that contacts it, and keeps it.
+	jdir := t.TempDir()
+	jcfg := TestConfig(3, jdir, nil)
+	jcfg.Join = true
+	jcfg.Transport = NewMemNetwork().Transport(3)
+	j, err := New(jcfg, &listSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.ClusterID() != 0 {
+		t.Fatal("a joining member starts with a cluster id")
+	}
+	if err := j.acceptCluster(ours); err != nil {
+		t.Fatal(err)
+	}
+	j.Stop(context.Background())
+	j, err = New(jcfg, &listSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Stop(context.Background())
+	if j.ClusterID() != ours || j.acceptCluster(ours+1) == nil {
+		t.Fatal("the adopted cluster id was not kept across a restart")
 	}
 }

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
@@ -30,6 +34,8 @@ type Transport interface {
 type Reporter interface {
 	ReportUnreachable(id uint64)
 	ReportSnapshot(id uint64, status raft.SnapshotStatus)
+	// ClusterID stamps outgoing streams (see cluster.go).
+	ClusterID() uint64
 }
 
 // MaxMessageSize bounds one raft message batch on the wire; snapshots travel
@@ -172,7 +178,8 @@ func (t *GRPCTransport) run(ctx context.Context, p *peer) {
 			conn, err = grpcclient.Dial(p.addr, t.dial)
 		}
 		if err == nil && stream == nil {
-			stream, err = raftv1.NewRaftClient(conn).Send(ctx)
+			sctx := metadata.AppendToOutgoingContext(ctx, clusterIDKey, strconv.FormatUint(t.report.ClusterID(), 16))
+			stream, err = raftv1.NewRaftClient(conn).Send(sctx)
 		}
 		if err == nil {
 			err = stream.Send(encode(batch))
@@ -222,6 +229,14 @@ func encode(batch []*raftpb.Message) *raftv1.SendRequest {
 // ServeSend is the receiving side of Raft/Send: it steps every message of
 // the stream into the node until the peer closes it.
 func (n *Node) ServeSend(stream raftv1.Raft_SendServer) error {
+	var theirs uint64
+	if md, ok := metadata.FromIncomingContext(stream.Context()); ok && len(md.Get(clusterIDKey)) == 1 {
+		theirs, _ = strconv.ParseUint(md.Get(clusterIDKey)[0], 16, 64)
+	}
+	if err := n.acceptCluster(theirs); err != nil {
+		n.log.Warn("raft: refusing a peer", "err", err)
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
