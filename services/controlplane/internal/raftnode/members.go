@@ -237,6 +237,7 @@ func (n *Node) restore(snap *raftpb.Snapshot) error {
 	if err := n.sm.Restore(data[4+ml:]); err != nil {
 		return fmt.Errorf("raftnode: restore state machine: %w", err)
 	}
+	n.skipWaiters(snap.GetMetadata().GetIndex())
 	n.mu.Lock()
 	n.members = map[uint64]*hivemindv1.Member{}
 	for _, m := range list.GetMembers() {

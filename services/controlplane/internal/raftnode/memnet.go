@@ -58,6 +58,14 @@ func (nw *MemNetwork) Partition(groups ...[]uint64) {
 	}
 }
 
+// Cut drops all traffic between a and b, both ways.
+func (nw *MemNetwork) Cut(a, b uint64) {
+	nw.mu.Lock()
+	nw.blocked[[2]uint64{a, b}] = true
+	nw.blocked[[2]uint64{b, a}] = true
+	nw.mu.Unlock()
+}
+
 // Heal removes partitions, drops and delay.
 func (nw *MemNetwork) Heal() {
 	nw.mu.Lock()
@@ -75,7 +83,7 @@ func (nw *MemNetwork) SetDelay(d time.Duration) { nw.mu.Lock(); nw.delay = d; nw
 // Transport returns the transport factory for node id.
 func (nw *MemNetwork) Transport(id uint64) func(Reporter) Transport {
 	return func(r Reporter) Transport {
-		return &memTransport{nw: nw, from: id, report: r, queues: map[uint64]chan *raftpb.Message{}, stop: make(chan struct{})}
+		return &memTransport{nw: nw, from: id, report: r, queues: map[uint64]memLink{}, stop: make(chan struct{})}
 	}
 }
 
@@ -96,10 +104,16 @@ type memTransport struct {
 	report Reporter
 
 	mu     sync.Mutex
-	queues map[uint64]chan *raftpb.Message
+	queues map[uint64]memLink
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	closed bool
+}
+
+// memLink is the queue towards one peer; closing gone ends its sender.
+type memLink struct {
+	q    chan *raftpb.Message
+	gone chan struct{}
 }
 
 func (t *memTransport) AddPeer(id uint64, _ string) {
@@ -109,13 +123,16 @@ func (t *memTransport) AddPeer(id uint64, _ string) {
 		return
 	}
 	q := make(chan *raftpb.Message, queueLen)
-	t.queues[id] = q
+	gone := make(chan struct{})
+	t.queues[id] = memLink{q: q, gone: gone}
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
 		for {
 			select {
 			case <-t.stop:
+				return
+			case <-gone:
 				return
 			case m := <-q:
 				n, delay, ok := t.nw.route(t.from, id)
@@ -140,7 +157,10 @@ func (t *memTransport) AddPeer(id uint64, _ string) {
 
 func (t *memTransport) RemovePeer(id uint64) {
 	t.mu.Lock()
-	delete(t.queues, id)
+	if l, ok := t.queues[id]; ok {
+		close(l.gone)
+		delete(t.queues, id)
+	}
 	t.mu.Unlock()
 }
 
@@ -148,11 +168,14 @@ func (t *memTransport) Send(msgs []*raftpb.Message) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, m := range msgs {
-		if q, ok := t.queues[m.GetTo()]; ok {
+		if l, ok := t.queues[m.GetTo()]; ok {
 			select {
-			case q <- m:
+			case l.q <- m:
 			default:
 				t.report.ReportUnreachable(m.GetTo())
+				if m.GetType() == raftpb.MsgSnap {
+					t.report.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+				}
 			}
 		}
 	}

@@ -43,14 +43,21 @@ var (
 	ErrProposalDropped = errors.New("proposal dropped: leadership changed before it was committed; retry")
 	ErrStopped         = errors.New("raft node stopped")
 	ErrTimeout         = errors.New("raft: timed out waiting for the cluster")
+	// ErrNotLeader matches every *NotLeaderError with errors.Is, for callers
+	// that do not need the leader's id.
+	ErrNotLeader = errors.New("not the leader")
 )
 
-// NotLeaderError is returned by Propose on a follower.
+// NotLeaderError is returned by Propose and the membership calls on a
+// follower. Leader is 0 when no leader is known.
 type NotLeaderError struct{ Leader uint64 }
 
 func (e *NotLeaderError) Error() string {
 	return fmt.Sprintf("not the leader (leader is %x)", e.Leader)
 }
+
+// Is makes errors.Is(err, ErrNotLeader) hold.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 
 // Config configures a Node. Zero values take the defaults documented on
 // each field; TestConfig is a preset with fast timers.
@@ -132,9 +139,10 @@ type Node struct {
 	confState   *raftpb.ConfState
 	snapIndex   uint64
 	snapshotNow bool
-	snapping    bool              // a snapshot is being written in the background
-	snapDone    chan snapshotDone // its outcome, back to the Ready loop
-	waiters     map[uint64]*waiter
+	snapping    bool               // a snapshot is being written in the background
+	snapDone    chan snapshotDone  // its outcome, back to the Ready loop
+	waiters     map[uint64]*waiter // by proposal id
+	placed      map[uint64]uint64  // log index → proposal id, for waiters seen in a Ready
 	reads       map[uint64]chan uint64
 	lastHeard   map[uint64]time.Time
 	appliedWake chan struct{} // closed and replaced whenever applied moves
@@ -145,11 +153,6 @@ type Node struct {
 	done    chan struct{}
 	stopped atomic.Bool
 	started atomic.Bool
-}
-
-type waiter struct {
-	ch   chan any
-	term uint64
 }
 
 // New opens the node's storage, restores the latest snapshot into sm and
@@ -168,6 +171,7 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 		members:     map[uint64]*hivemindv1.Member{},
 		confState:   &raftpb.ConfState{},
 		waiters:     map[uint64]*waiter{},
+		placed:      map[uint64]uint64{},
 		reads:       map[uint64]chan uint64{},
 		lastHeard:   map[uint64]time.Time{},
 		appliedWake: make(chan struct{}),
@@ -337,6 +341,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			go fn(lead, lead == n.cfg.ID)
 		}
 	}
+	n.placeWaiters(rd.Entries)
 	if hs := rd.HardState; hs != nil && hs.GetTerm() > n.term.Load() {
 		n.term.Store(hs.GetTerm())
 		n.dropStaleWaiters(hs.GetTerm())
@@ -379,16 +384,12 @@ func (n *Node) apply(e *raftpb.Entry) error {
 	case raftpb.EntryNormal:
 		if len(e.GetData()) >= 8 {
 			id := binary.BigEndian.Uint64(e.GetData()[:8])
-			res := n.sm.Apply(e.GetIndex(), e.GetData()[8:])
-			n.mu.Lock()
-			w, ok := n.waiters[id]
-			delete(n.waiters, id)
-			n.mu.Unlock()
-			if ok {
-				w.ch <- res
-			}
+			n.resolve(e.GetIndex(), id, n.sm.Apply(e.GetIndex(), e.GetData()[8:]))
+		} else {
+			n.resolve(e.GetIndex(), 0, nil) // a new leader's empty entry
 		}
 	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+		n.resolve(e.GetIndex(), 0, nil)
 		cc, err := decodeConfChange(e)
 		if err != nil {
 			return err
@@ -484,34 +485,6 @@ func (n *Node) transferLeadership(ctx context.Context) {
 	}
 	if !n.IsLeader() {
 		n.log.Info("raft: leadership transferred", "to", fmt.Sprintf("%x", target))
-	}
-}
-
-// fail wakes every waiter with err.
-func (n *Node) fail(err error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for id, w := range n.waiters {
-		w.ch <- err
-		delete(n.waiters, id)
-	}
-	for id, ch := range n.reads {
-		close(ch)
-		delete(n.reads, id)
-	}
-}
-
-// dropStaleWaiters fails proposals made in an older term: the new leader
-// may have overwritten them. Should one commit after all, the caller's
-// retry carries the same idempotency key and gets the first result.
-func (n *Node) dropStaleWaiters(term uint64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for id, w := range n.waiters {
-		if w.term < term {
-			w.ch <- ErrProposalDropped
-			delete(n.waiters, id)
-		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -75,13 +76,8 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	n.mu.Lock()
 	n.waiters[id] = w
 	n.mu.Unlock()
-	forget := func() {
-		n.mu.Lock()
-		delete(n.waiters, id)
-		n.mu.Unlock()
-	}
 	if err := n.rn.Propose(ctx, framed); err != nil {
-		forget()
+		n.forget(id)
 		if errors.Is(err, raft.ErrProposalDropped) {
 			return nil, ErrProposalDropped
 		}
@@ -92,7 +88,7 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	}
 	res, err := n.await(ctx, w.ch)
 	if err != nil {
-		forget()
+		n.forget(id)
 		return nil, err
 	}
 	if err, ok := res.(error); ok {
@@ -193,10 +189,22 @@ type Status struct {
 	Term     uint64
 	Applied  uint64
 	Commit   uint64
+	Voters   []uint64
+	Learners []uint64
 	Degraded bool
 	Reason   string
-	// Progress of each peer's log replication (leader only): id → match index.
-	Progress map[uint64]uint64
+	// Progress of each member's log replication; only the leader has it.
+	Progress map[uint64]PeerProgress
+}
+
+// PeerProgress is how far the leader has replicated its log to one member.
+type PeerProgress struct {
+	Match, Next uint64
+	// State is raft's view: "StateProbe", "StateReplicate" or "StateSnapshot".
+	State string
+	// RecentActive: heard from within the last election timeout.
+	RecentActive bool
+	Learner      bool
 }
 
 // Status reports this node's view.
@@ -204,10 +212,16 @@ func (n *Node) Status() Status {
 	st := n.rn.Status()
 	bad, why := n.Degraded()
 	s := Status{ID: n.cfg.ID, Lead: st.Lead, Term: st.GetTerm(), Applied: n.applied.Load(), Commit: st.GetCommit(), Degraded: bad, Reason: why}
+	n.mu.Lock()
+	s.Voters = slices.Clone(n.confState.GetVoters())
+	s.Learners = slices.Clone(n.confState.GetLearners())
+	n.mu.Unlock()
+	slices.Sort(s.Voters)
+	slices.Sort(s.Learners)
 	if len(st.Progress) > 0 {
-		s.Progress = map[uint64]uint64{}
+		s.Progress = map[uint64]PeerProgress{}
 		for id, pr := range st.Progress {
-			s.Progress[id] = pr.Match
+			s.Progress[id] = PeerProgress{Match: pr.Match, Next: pr.Next, State: pr.State.String(), RecentActive: pr.RecentActive, Learner: pr.IsLearner}
 		}
 	}
 	return s

@@ -1,0 +1,122 @@
+package raftnode
+
+import (
+	"encoding/binary"
+
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// A proposal's waiter learns its outcome in one of three ways:
+//
+//   - its entry is applied: it gets the state machine's result;
+//   - another entry is applied at the index its entry was appended at (a new
+//     leader overwrote it): ErrProposalDropped;
+//   - the term moves on before its entry was ever appended here (raft
+//     dropped it with the old leadership): ErrProposalDropped.
+//
+// A proposal whose entry was appended is not failed on a mere term change:
+// the next leader may well commit it, and failing it then would tell the
+// caller "dropped" about a write that happened.
+type waiter struct {
+	ch    chan any
+	term  uint64 // term when proposed
+	index uint64 // log index once seen in a Ready; 0 before
+}
+
+// placeWaiters records at which index this node appended each waiting
+// proposal.
+func (n *Node) placeWaiters(ents []*raftpb.Entry) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.waiters) == 0 {
+		return
+	}
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) < 8 {
+			continue
+		}
+		id := binary.BigEndian.Uint64(e.GetData()[:8])
+		if w, ok := n.waiters[id]; ok && w.index == 0 {
+			w.index = e.GetIndex()
+			n.placed[e.GetIndex()] = id
+		}
+	}
+}
+
+// resolve hands the result of the entry applied at index (proposal id, 0
+// for entries nobody waits on) to its waiter, and fails the waiter whose
+// entry once stood at that index.
+func (n *Node) resolve(index, id uint64, res any) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if prev, ok := n.placed[index]; ok {
+		delete(n.placed, index)
+		if prev != id {
+			n.deliver(prev, ErrProposalDropped)
+		}
+	}
+	if id != 0 {
+		n.deliver(id, res)
+	}
+}
+
+// deliver must be called with n.mu held.
+func (n *Node) deliver(id uint64, res any) {
+	if w, ok := n.waiters[id]; ok {
+		delete(n.waiters, id)
+		if w.index != 0 {
+			delete(n.placed, w.index)
+		}
+		w.ch <- res
+	}
+}
+
+// forget removes a waiter whose caller gave up.
+func (n *Node) forget(id uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w, ok := n.waiters[id]; ok {
+		delete(n.waiters, id)
+		if w.index != 0 {
+			delete(n.placed, w.index)
+		}
+	}
+}
+
+// dropStaleWaiters fails proposals made in an older term that never made
+// it into this node's log: raft dropped them with the leadership.
+func (n *Node) dropStaleWaiters(term uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, w := range n.waiters {
+		if w.index == 0 && w.term < term {
+			n.deliver(id, ErrProposalDropped)
+		}
+	}
+}
+
+// skipWaiters fails the waiters whose entries lie at or below a snapshot
+// this node installed: it never applies them itself, so it cannot tell
+// whether they were committed. The caller retries with its idempotency key.
+func (n *Node) skipWaiters(index uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id, w := range n.waiters {
+		if w.index != 0 && w.index <= index {
+			n.deliver(id, ErrProposalDropped)
+		}
+	}
+}
+
+// fail wakes every waiter with err.
+func (n *Node) fail(err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id := range n.waiters {
+		n.deliver(id, err)
+	}
+	for id, ch := range n.reads {
+		close(ch)
+		delete(n.reads, id)
+	}
+}
