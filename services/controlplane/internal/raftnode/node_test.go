@@ -1,240 +1,160 @@
-package raftnode
+package raftnode_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"sync"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
-	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode"
+	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode/raftnodetest"
 )
 
-// listSM is an append-only list of strings.
-type listSM struct {
-	mu    sync.Mutex
-	items []string
-}
-
-func (s *listSM) Apply(_ uint64, data []byte) any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.items = append(s.items, string(data))
-	return len(s.items)
-}
-
-func (s *listSM) Snapshot() (func() ([]byte, error), error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	items := append([]string(nil), s.items...)
-	return func() ([]byte, error) { return json.Marshal(items) }, nil
-}
-
-func (s *listSM) Restore(b []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.items = nil
-	return json.Unmarshal(b, &s.items)
-}
-
-func (s *listSM) has(item string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, it := range s.items {
-		if it == item {
-			return true
-		}
-	}
-	return false
-}
-
-type cluster struct {
-	t     *testing.T
-	net   *MemNetwork
-	peers []*hivemindv1.Member
-	dirs  map[uint64]string
-	nodes map[uint64]*Node
-	sms   map[uint64]*listSM
-}
-
-func newCluster(t *testing.T, n int) *cluster {
-	c := &cluster{t: t, net: NewMemNetwork(), dirs: map[uint64]string{}, nodes: map[uint64]*Node{}, sms: map[uint64]*listSM{}}
-	for i := 1; i <= n; i++ {
-		c.peers = append(c.peers, &hivemindv1.Member{Id: uint64(i), Name: fmt.Sprintf("n%d", i), PeerAddress: fmt.Sprintf("mem-%d", i)})
-		c.dirs[uint64(i)] = t.TempDir()
-	}
-	for i := 1; i <= n; i++ {
-		c.start(uint64(i), false)
-	}
-	t.Cleanup(func() {
-		for id := range c.nodes {
-			c.stop(id)
-		}
-	})
-	return c
-}
-
-func (c *cluster) start(id uint64, join bool) {
-	c.t.Helper()
-	cfg := TestConfig(id, c.dirs[id], c.peers)
-	cfg.Join = join
-	cfg.Transport = c.net.Transport(id)
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	sm := &listSM{}
-	n, err := New(cfg, sm)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.net.Attach(id, n)
-	n.Start()
-	c.nodes[id], c.sms[id] = n, sm
-}
-
-func (c *cluster) stop(id uint64) {
-	n, ok := c.nodes[id]
-	if !ok {
-		return
-	}
-	c.net.Detach(id)
-	_ = n.Stop(context.Background())
-	delete(c.nodes, id)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+func propose(t *testing.T, c *raftnodetest.Cluster, item string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if _, err := c.Propose([]byte(item)); err != nil {
+		t.Fatalf("propose %q: %v", item, err)
 	}
 }
 
-func (c *cluster) leader() *Node {
-	c.t.Helper()
-	var lead *Node
-	waitFor(c.t, "a leader", 5*time.Second, func() bool {
-		for _, n := range c.nodes {
-			if n.IsLeader() {
-				if bad, _ := n.Degraded(); !bad {
-					lead = n
-					return true
+// converged waits until every running member has applied every item.
+func converged(t *testing.T, c *raftnodetest.Cluster, items ...string) {
+	t.Helper()
+	for _, id := range c.Running() {
+		l := c.List(id)
+		raftnodetest.WaitFor(t, fmt.Sprintf("member %d to apply %d items", id, len(items)), 10*time.Second, func() bool {
+			for _, it := range items {
+				if !l.Has(it) {
+					return false
 				}
 			}
-		}
-		return false
-	})
-	return lead
+			return true
+		})
+	}
 }
 
-func (c *cluster) propose(item string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := c.leader().Propose(ctx, []byte(item))
-	return err
+func others(c *raftnodetest.Cluster, id uint64) []uint64 {
+	var out []uint64
+	for _, o := range c.Running() {
+		if o != id {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func TestReplicatesAndSurvivesLeaderLoss(t *testing.T) {
-	c := newCluster(t, 3)
-	for i := 0; i < 10; i++ {
-		if err := c.propose(fmt.Sprint("a", i)); err != nil {
-			t.Fatal(err)
-		}
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	res, err := c.Propose([]byte("a0"))
+	if err != nil || res != 1 {
+		t.Fatalf("first proposal: %v, %v (want the list's length, 1)", res, err)
 	}
-	old := c.leader().ID()
-	c.stop(old)
-	if err := c.propose("after"); err != nil {
-		t.Fatal(err)
+	for i := 1; i < 10; i++ {
+		propose(t, c, fmt.Sprint("a", i))
 	}
-	if c.leader().ID() == old {
-		t.Fatal("stopped node still leads")
+	old := c.Leader().ID()
+	c.Stop(old) // hands leadership over first
+	propose(t, c, "after")
+	if c.Leader().ID() == old {
+		t.Fatal("stopped member still leads")
 	}
-	for id, sm := range c.sms {
-		if _, running := c.nodes[id]; running {
-			waitFor(t, "replication", 5*time.Second, func() bool { return sm.has("after") && sm.has("a0") })
-		}
+	converged(t, c, "a0", "a9", "after")
+}
+
+// One cluster on real gRPC over loopback: replication, a member's restart
+// at the same address, and catching up over the stream.
+func TestGRPCTransport(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList, raftnodetest.WithGRPC())
+	for i := 0; i < 20; i++ {
+		propose(t, c, fmt.Sprint("g", i))
+	}
+	converged(t, c, "g0", "g19")
+	follower := others(c, c.Leader().ID())[0]
+	c.Crash(follower)
+	propose(t, c, "while-down")
+	c.Restart(follower)
+	propose(t, c, "after-restart")
+	converged(t, c, "g0", "while-down", "after-restart")
+	if got := len(c.List(follower).Items()); got != 22 {
+		t.Fatalf("restarted member has %d items, want 22", got)
 	}
 }
 
 func TestFollowerProposeSaysNotLeader(t *testing.T) {
-	c := newCluster(t, 3)
-	lead := c.leader()
-	for id, n := range c.nodes {
-		if id == lead.ID() {
-			continue
-		}
-		waitFor(t, "the follower to learn the leader", 5*time.Second, func() bool { return n.Leader() == lead.ID() })
-		_, err := n.Propose(context.Background(), []byte("x"))
-		var nl *NotLeaderError
-		if !errors.As(err, &nl) || nl.Leader != lead.ID() {
-			t.Fatalf("follower propose: %v", err)
-		}
-		return
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	lead := c.Leader()
+	n := c.Node(others(c, lead.ID())[0])
+	raftnodetest.WaitFor(t, "the follower to learn the leader", 5*time.Second, func() bool { return n.Leader() == lead.ID() })
+	_, err := n.Propose(context.Background(), []byte("x"))
+	var nl *raftnode.NotLeaderError
+	if !errors.As(err, &nl) || nl.Leader != lead.ID() || !errors.Is(err, raftnode.ErrNotLeader) {
+		t.Fatalf("follower propose: %v", err)
+	}
+	// A follower's read barrier goes through the leader.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	propose(t, c, "seen")
+	if err := n.ReadIndex(ctx); err != nil {
+		t.Fatalf("follower read index: %v", err)
+	}
+	if !c.List(n.ID()).Has("seen") {
+		t.Fatal("read index returned before the follower applied a committed write")
 	}
 }
 
 func TestRestartRecoversEverythingFromDisk(t *testing.T) {
-	c := newCluster(t, 3)
-	for i := 0; i < 250; i++ { // past SnapshotEvery, so restart uses a snapshot and the log after it
-		if err := c.propose(fmt.Sprint("w", i)); err != nil {
-			t.Fatal(err)
-		}
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	var want []string
+	for i := 0; i < 250; i++ { // past SnapshotEvery: a restart loads a snapshot and the log after it
+		want = append(want, fmt.Sprint("w", i))
+		propose(t, c, want[i])
 	}
-	for id := range c.nodes {
-		c.stop(id)
+	// Crash (no leadership transfer, no goodbye): only what is on disk counts.
+	for _, id := range c.Running() {
+		c.Crash(id)
 	}
-	for id := range c.dirs {
-		c.start(id, false)
+	for _, id := range []uint64{1, 2, 3} {
+		c.Restart(id)
 	}
-	if err := c.propose("after-restart"); err != nil {
-		t.Fatal(err)
-	}
-	for _, sm := range c.sms {
-		waitFor(t, "recovered state", 5*time.Second, func() bool {
-			sm.mu.Lock()
-			defer sm.mu.Unlock()
-			return len(sm.items) == 251
-		})
-		for i := 0; i < 250; i++ {
-			if !sm.has(fmt.Sprint("w", i)) {
-				t.Fatalf("acknowledged w%d lost", i)
-			}
+	propose(t, c, "after-restart")
+	want = append(want, "after-restart")
+	converged(t, c, want...)
+	for _, id := range c.Running() {
+		if got := c.List(id).Items(); !slices.Equal(got, want) {
+			t.Fatalf("member %d recovered %d items, want %d in order", id, len(got), len(want))
 		}
 	}
 }
 
 func TestPartitionedMinorityFailsFastMajorityServes(t *testing.T) {
-	c := newCluster(t, 3)
-	lead := c.leader()
-	var others []uint64
-	for id := range c.nodes {
-		if id != lead.ID() {
-			others = append(others, id)
-		}
-	}
-	c.net.Partition([]uint64{lead.ID()}, others)
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	lead := c.Leader()
+	rest := others(c, lead.ID())
+	c.Net.Partition([]uint64{lead.ID()}, rest)
 
-	// The old leader notices within its quorum window and fails fast.
-	waitFor(t, "old leader degraded", 5*time.Second, func() bool { bad, _ := lead.Degraded(); return bad })
+	// The old leader notices within its quorum window, then fails fast.
+	raftnodetest.WaitFor(t, "the old leader to see it is degraded", 5*time.Second, func() bool { bad, _ := lead.Degraded(); return bad })
 	start := time.Now()
 	_, err := lead.Propose(context.Background(), []byte("minority"))
-	if !errors.Is(err, ErrNoQuorum) || time.Since(start) > time.Second {
+	if !errors.Is(err, raftnode.ErrNoQuorum) || time.Since(start) > 500*time.Millisecond {
 		t.Fatalf("minority propose: %v after %v", err, time.Since(start))
 	}
-	if err := lead.ReadIndex(context.Background()); !errors.Is(err, ErrNoQuorum) {
-		t.Fatalf("minority read index: %v", err)
+	start = time.Now()
+	if err := lead.ReadIndex(context.Background()); !errors.Is(err, raftnode.ErrNoQuorum) || time.Since(start) > 500*time.Millisecond {
+		t.Fatalf("minority read index: %v after %v", err, time.Since(start))
 	}
+	if st := lead.Status(); !st.Degraded || st.Reason == "" {
+		t.Fatalf("minority status does not say it is degraded: %+v", st)
+	}
+
 	// The majority elects a leader of its own and serves.
-	var newLead *Node
-	waitFor(t, "majority leader", 5*time.Second, func() bool {
-		for _, id := range others {
-			if n := c.nodes[id]; n.IsLeader() {
+	var newLead *raftnode.Node
+	raftnodetest.WaitFor(t, "a leader in the majority", 5*time.Second, func() bool {
+		for _, id := range rest {
+			if n := c.Node(id); n.IsLeader() {
 				newLead = n
 				return true
 			}
@@ -246,51 +166,114 @@ func TestPartitionedMinorityFailsFastMajorityServes(t *testing.T) {
 	if _, err := newLead.Propose(ctx, []byte("majority")); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.nodes[others[0]].ReadIndex(ctx); err != nil {
+	if err := c.Node(rest[0]).ReadIndex(ctx); err != nil {
 		t.Fatalf("majority follower read index: %v", err)
 	}
-	c.net.Heal()
-	waitFor(t, "healed node catches up", 5*time.Second, func() bool { return c.sms[lead.ID()].has("majority") })
-	if c.sms[lead.ID()].has("minority") {
+
+	c.Net.Heal()
+	converged(t, c, "majority")
+	if c.List(lead.ID()).Has("minority") {
 		t.Fatal("a write refused without quorum was applied")
 	}
 }
 
 func TestLearnerCatchesUpFromSnapshotAndIsPromoted(t *testing.T) {
-	c := newCluster(t, 3)
-	for i := 0; i < 300; i++ { // several snapshots; the log is compacted
-		if err := c.propose(fmt.Sprint("s", i)); err != nil {
-			t.Fatal(err)
-		}
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	for i := 0; i < 300; i++ { // several snapshots; the log is compacted behind them
+		propose(t, c, fmt.Sprint("s", i))
 	}
-	m := &hivemindv1.Member{Id: 4, Name: "n4", PeerAddress: "mem-4"}
-	c.peers = append(c.peers, m)
-	c.dirs[4] = t.TempDir()
+	learner := c.AddLearner(4)
+	raftnodetest.WaitFor(t, "the learner to be promoted", 10*time.Second, func() bool {
+		m := c.Member(4)
+		return m != nil && !m.GetLearner()
+	})
+	propose(t, c, "with-four")
+	converged(t, c, "s0", "s299", "with-four")
+	if learner.AppliedIndex() < 300 {
+		t.Fatalf("new member applied up to %d", learner.AppliedIndex())
+	}
+	st := c.Leader().Status()
+	if !slices.Contains(st.Voters, 4) || len(st.Learners) != 0 || st.Progress[4].Match == 0 {
+		t.Fatalf("leader status after promotion: %+v", st)
+	}
+}
+
+func TestPromoteRefusesALearnerThatHasNotCaughtUp(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList,
+		raftnodetest.WithConfig(func(cfg *raftnode.Config) { cfg.DisableAutoPromote = true }))
+	propose(t, c, "x")
+	for _, id := range c.Running() {
+		c.Net.Cut(4, id) // the learner will not hear from anyone
+	}
+	c.AddLearner(4)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := c.Leader().PromoteLearner(ctx, 4)
+	if err == nil || !strings.Contains(err.Error(), "caught up") {
+		t.Fatalf("promoting a learner that is cut off: %v", err)
+	}
+	if st := c.Leader().Status(); !slices.Contains(st.Learners, 4) {
+		t.Fatalf("learner missing from status: %+v", st)
+	}
+
+	// Once it hears from the leader and catches up, the same call succeeds.
+	c.Net.Heal()
+	raftnodetest.WaitFor(t, "the learner to catch up", 10*time.Second, func() bool { return c.List(4).Has("x") })
+	raftnodetest.WaitFor(t, "promotion", 10*time.Second, func() bool {
+		return c.Leader().PromoteLearner(ctx, 4) == nil
+	})
+	if m := c.Member(4); m == nil || m.GetLearner() {
+		t.Fatalf("member 4 after promotion: %v", m)
+	}
+}
+
+func TestRemoveMember(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	propose(t, c, "before")
+	lead := c.Leader()
+	gone := others(c, lead.ID())[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := c.leader().AddLearner(ctx, m); err != nil {
+	if err := lead.RemoveMember(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
-	c.start(4, true)
-	waitFor(t, "learner promoted", 10*time.Second, func() bool {
-		for _, mm := range c.leader().Members() {
-			if mm.GetId() == 4 {
-				return !mm.GetLearner()
-			}
-		}
-		return false
-	})
-	if err := c.propose("with-four"); err != nil {
-		t.Fatal(err)
+	if c.Member(gone) != nil {
+		t.Fatal("removed member still listed")
 	}
-	waitFor(t, "new member has everything", 5*time.Second, func() bool { return c.sms[4].has("s0") && c.sms[4].has("with-four") })
+	c.Stop(gone)
+	// Two voters left: both are needed, and they serve.
+	propose(t, c, "after")
+	converged(t, c, "before", "after")
+	if st := c.Leader().Status(); len(st.Voters) != 2 || slices.Contains(st.Voters, gone) {
+		t.Fatalf("voters after removal: %v", st.Voters)
+	}
+}
 
-	if err := c.leader().RemoveMember(ctx, 4); err != nil {
-		t.Fatal(err)
-	}
-	for _, mm := range c.leader().Members() {
-		if mm.GetId() == 4 {
-			t.Fatal("removed member still listed")
+func TestLeaderChangeHookAndWaitApplied(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	lead := c.Leader()
+	f := c.Node(others(c, lead.ID())[0])
+	changes := make(chan uint64, 16)
+	f.OnLeaderChange(func(l uint64, isLeader bool) {
+		if isLeader != (l == f.ID()) {
+			t.Errorf("hook: leader %d, isLeader %v on member %d", l, isLeader, f.ID())
 		}
+		changes <- l
+	})
+	propose(t, c, "one")
+	idx := c.Leader().AppliedIndex()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.WaitApplied(ctx, idx); err != nil || f.AppliedIndex() < idx {
+		t.Fatalf("WaitApplied(%d): %v, applied %d", idx, err, f.AppliedIndex())
+	}
+	c.Stop(lead.ID())
+	select {
+	case l := <-changes:
+		if l == lead.ID() {
+			t.Fatalf("hook reported the stopped leader %d", l)
+		}
+	case <-ctx.Done():
+		t.Fatal("no leader change reported")
 	}
 }
