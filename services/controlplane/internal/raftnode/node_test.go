@@ -105,6 +105,29 @@ func TestFollowerProposeSaysNotLeader(t *testing.T) {
 	}
 }
 
+func TestCutOffFollowerFailsFast(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	lead := c.Leader()
+	f := c.Node(others(c, lead.ID())[0])
+	raftnodetest.WaitFor(t, "the follower to learn the leader", 5*time.Second, func() bool { return f.Leader() == lead.ID() })
+	c.Net.Partition([]uint64{f.ID()}, others(c, f.ID()))
+	raftnodetest.WaitFor(t, "the follower to see it is degraded", 5*time.Second, func() bool { bad, _ := f.Degraded(); return bad })
+	start := time.Now()
+	if err := f.ReadIndex(context.Background()); !errors.Is(err, raftnode.ErrNoQuorum) || time.Since(start) > 500*time.Millisecond {
+		t.Fatalf("cut-off follower read index: %v after %v", err, time.Since(start))
+	}
+	if _, err := f.Propose(context.Background(), []byte("x")); !errors.Is(err, raftnode.ErrNoQuorum) {
+		t.Fatalf("cut-off follower propose: %v", err)
+	}
+	c.Net.Heal()
+	raftnodetest.WaitFor(t, "the follower to hear from a leader again", 5*time.Second, func() bool { bad, _ := f.Degraded(); return !bad })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.ReadIndex(ctx); err != nil {
+		t.Fatalf("healed follower read index: %v", err)
+	}
+}
+
 func TestRestartRecoversEverythingFromDisk(t *testing.T) {
 	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
 	var want []string

@@ -28,11 +28,17 @@ func (n *Node) Degraded() (bool, string) {
 	if lead == raft.None {
 		return true, "no leader elected (a majority of voters is unreachable, or an election is under way)"
 	}
-	if lead != n.cfg.ID {
-		return false, ""
-	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if lead != n.cfg.ID {
+		// A follower cut off from its leader keeps believing in it until its
+		// election timeout runs out; the leader's silence (it heartbeats
+		// every tick) says so sooner.
+		if heard, ok := n.lastHeard[lead]; ok && time.Since(heard) > n.quorumWindow() {
+			return true, fmt.Sprintf("no word from the leader %x for %v", lead, time.Since(heard).Round(time.Millisecond))
+		}
+		return false, ""
+	}
 	voters := n.confState.GetVoters()
 	heard := 0
 	cutoff := time.Now().Add(-n.quorumWindow())
