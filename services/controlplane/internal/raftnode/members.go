@@ -147,7 +147,19 @@ func (n *Node) changeConf(ctx context.Context, typ raftpb.ConfChangeType, m *hiv
 		Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(m.GetId())}},
 		Context: data,
 	}
+	n.confMu.Lock()
+	defer n.confMu.Unlock()
+	// raft also drops a change proposed before everything the leader had
+	// in its log when it was elected (or when the last change was made) is
+	// applied; wait for that first.
+	last, _ := n.storage.Raft().LastIndex()
+	if err := n.WaitApplied(ctx, last); err != nil {
+		return err
+	}
 	if err := n.rn.ProposeConfChange(ctx, cc); err != nil {
+		if errors.Is(err, raft.ErrProposalDropped) {
+			return ErrProposalDropped
+		}
 		return err
 	}
 	// Wait until the change shows in the applied membership.
@@ -160,6 +172,9 @@ func (n *Node) changeConf(ctx context.Context, typ raftpb.ConfChangeType, m *hiv
 			typ == raftpb.ConfChangeAddLearnerNode && present, // possibly promoted already
 			typ == raftpb.ConfChangeAddNode && present && !cur.GetLearner():
 			return nil
+		}
+		if err := n.noQuorum(); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():

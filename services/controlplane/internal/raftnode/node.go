@@ -1,5 +1,6 @@
 // Package raftnode runs one control-plane raft member around a pure state
-// machine: it owns the disk (Storage, bbolt with fsync), the network
+// machine: it owns the disk (Storage: a write-ahead log fsync'd per Ready,
+// and snapshot files; see docs/storage.md), the network
 // (Transport: gRPC streams, or an in-memory network with faults for tests)
 // and the Ready loop of go.etcd.io/raft/v3. The state machine only ever sees
 // committed entries, in order.
@@ -64,7 +65,8 @@ func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 type Config struct {
 	// ID is this member's raft id (non-zero, unique).
 	ID uint64
-	// DataDir holds raft.db.
+	// DataDir holds the member's raft state: wal/ (log segments), snap/
+	// (latest snapshot) and cluster-id.
 	DataDir string
 	// Peers is the initial cluster, this node included, used when the node
 	// starts for the first time (and Join is false).
@@ -147,6 +149,10 @@ type Node struct {
 	lastHeard   map[uint64]time.Time
 	appliedWake chan struct{} // closed and replaced whenever applied moves
 	onLeader    []func(lead uint64, isLeader bool)
+	// confMu lets one membership change at a time be proposed from here:
+	// raft silently turns a second one, proposed before the first is
+	// applied, into an empty entry, and its caller would wait in vain.
+	confMu sync.Mutex
 
 	nextID  atomic.Uint64
 	stopc   chan struct{}

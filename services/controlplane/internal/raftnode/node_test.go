@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode"
 	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode/raftnodetest"
 )
@@ -298,5 +299,29 @@ func TestLeaderChangeHookAndWaitApplied(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no leader change reported")
+	}
+}
+
+// raft ignores a membership change proposed while another is pending;
+// two changes made at once from the same leader must both complete.
+func TestConcurrentMembershipChanges(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList,
+		raftnodetest.WithConfig(func(cfg *raftnode.Config) { cfg.DisableAutoPromote = true }))
+	lead := c.Leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	for _, id := range []uint64{4, 5} {
+		go func() {
+			errs <- lead.AddLearner(ctx, &hivemindv1.Member{Id: id, Name: fmt.Sprint("n", id), PeerAddress: fmt.Sprint("mem-", id)})
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := lead.Status(); !slices.Equal(st.Learners, []uint64{4, 5}) {
+		t.Fatalf("learners: %v", st.Learners)
 	}
 }

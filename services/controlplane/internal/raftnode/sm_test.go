@@ -44,4 +44,3 @@ func (s *listSM) has(item string) bool {
 	}
 	return false
 }
-
