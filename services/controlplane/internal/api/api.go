@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
@@ -95,6 +96,16 @@ func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Resu
 	return res, nil
 }
 
+// answeredBy completes the header a write's result carries (revision and
+// epoch, the same on every member) with who answered and in which term.
+// The result itself is shared with the state machine's idempotency window,
+// hence the copy.
+func (s *Server) answeredBy(h *hivemindv1.ResponseHeader) *hivemindv1.ResponseHeader {
+	local := s.store.Header(h.GetRevision(), false)
+	local.Epoch = h.GetEpoch()
+	return local
+}
+
 // read waits for a linearizable read point unless the caller accepts stale.
 func (s *Server) read(ctx context.Context, stale bool) error {
 	if stale {
@@ -115,7 +126,9 @@ func (s *Server) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventReq
 	if err != nil {
 		return nil, err
 	}
-	return res.GetAppendEvent(), nil
+	out := proto.Clone(res.GetAppendEvent()).(*hivemindv1.AppendEventResponse)
+	out.Header = s.answeredBy(out.GetHeader())
+	return out, nil
 }
 
 // Put implements hivemindv1.ControlPlaneServer.
@@ -124,7 +137,9 @@ func (s *Server) Put(ctx context.Context, req *hivemindv1.PutRequest) (*hivemind
 	if err != nil {
 		return nil, err
 	}
-	return res.GetPut(), nil
+	out := proto.Clone(res.GetPut()).(*hivemindv1.PutResponse)
+	out.Header = s.answeredBy(out.GetHeader())
+	return out, nil
 }
 
 // Delete implements hivemindv1.ControlPlaneServer.
@@ -133,7 +148,9 @@ func (s *Server) Delete(ctx context.Context, req *hivemindv1.DeleteRequest) (*hi
 	if err != nil {
 		return nil, err
 	}
-	return res.GetDelete(), nil
+	out := proto.Clone(res.GetDelete()).(*hivemindv1.DeleteResponse)
+	out.Header = s.answeredBy(out.GetHeader())
+	return out, nil
 }
 
 // Txn implements hivemindv1.ControlPlaneServer.
@@ -142,7 +159,9 @@ func (s *Server) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemind
 	if err != nil {
 		return nil, err
 	}
-	return res.GetTxn(), nil
+	out := proto.Clone(res.GetTxn()).(*hivemindv1.TxnResponse)
+	out.Header = s.answeredBy(out.GetHeader())
+	return out, nil
 }
 
 // ClaimIntent implements hivemindv1.ControlPlaneServer.
@@ -151,7 +170,9 @@ func (s *Server) ClaimIntent(ctx context.Context, req *hivemindv1.ClaimIntentReq
 	if err != nil {
 		return nil, err
 	}
-	return res.GetClaimIntent(), nil
+	out := proto.Clone(res.GetClaimIntent()).(*hivemindv1.ClaimIntentResponse)
+	out.Header = s.answeredBy(out.GetHeader())
+	return out, nil
 }
 
 // CompleteIntent implements hivemindv1.ControlPlaneServer.
@@ -160,7 +181,9 @@ func (s *Server) CompleteIntent(ctx context.Context, req *hivemindv1.CompleteInt
 	if err != nil {
 		return nil, err
 	}
-	return res.GetCompleteIntent(), nil
+	out := proto.Clone(res.GetCompleteIntent()).(*hivemindv1.CompleteIntentResponse)
+	out.Header = s.answeredBy(out.GetHeader())
+	return out, nil
 }
 
 // ReleaseIntent implements hivemindv1.ControlPlaneServer.
@@ -169,7 +192,9 @@ func (s *Server) ReleaseIntent(ctx context.Context, req *hivemindv1.ReleaseInten
 	if err != nil {
 		return nil, err
 	}
-	return res.GetReleaseIntent(), nil
+	out := proto.Clone(res.GetReleaseIntent()).(*hivemindv1.ReleaseIntentResponse)
+	out.Header = s.answeredBy(out.GetHeader())
+	return out, nil
 }
 
 // Compact implements hivemindv1.ControlPlaneServer.
@@ -178,7 +203,9 @@ func (s *Server) Compact(ctx context.Context, req *hivemindv1.CompactRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return res.GetCompact(), nil
+	out := proto.Clone(res.GetCompact()).(*hivemindv1.CompactResponse)
+	out.Header = s.answeredBy(out.GetHeader())
+	return out, nil
 }
 
 // Get implements hivemindv1.ControlPlaneServer.

@@ -165,20 +165,30 @@ func (c *Cluster) halt(i int, crash bool) {
 // ID is member i's raft id.
 func (c *Cluster) ID(i int) uint64 { return replica.MemberID(c.Nodes[i].Name) }
 
-// Leader waits for a leader that can commit and returns its index.
+// Leader waits for a leader that can commit and that every running member
+// follows, and returns its index.
 func (c *Cluster) Leader() int {
 	c.t.Helper()
 	idx := -1
-	c.WaitFor("a leader with a quorum", 10*time.Second, func() bool {
+	c.WaitFor("a leader with a quorum that every running member follows", 10*time.Second, func() bool {
+		idx = -1
 		for i, n := range c.Nodes {
 			if n.Replica != nil && n.Replica.Node().IsLeader() {
 				if bad, _ := n.Replica.Node().Degraded(); !bad {
 					idx = i
-					return true
 				}
 			}
 		}
-		return false
+		if idx < 0 {
+			return false
+		}
+		lead := c.ID(idx)
+		for _, n := range c.Nodes {
+			if n.Replica != nil && n.Replica.Node().Leader() != lead {
+				return false
+			}
+		}
+		return true
 	})
 	return idx
 }
