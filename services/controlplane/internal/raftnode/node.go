@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,6 +155,10 @@ type Node struct {
 	// applied, into an empty entry, and its caller would wait in vain.
 	confMu sync.Mutex
 
+	hookMu    sync.Mutex
+	hookQueue []uint64      // leader changes not yet handed to the hooks
+	hookWake  chan struct{} // capacity 1
+
 	nextID  atomic.Uint64
 	stopc   chan struct{}
 	done    chan struct{}
@@ -184,6 +189,7 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 		stopc:       make(chan struct{}),
 		done:        make(chan struct{}),
 		snapDone:    make(chan snapshotDone, 1),
+		hookWake:    make(chan struct{}, 1),
 	}
 	n.nextID.Store(rand.Uint64() >> 1)
 	if cfg.Transport == nil {
@@ -254,18 +260,56 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 	return n, nil
 }
 
-// OnLeaderChange registers fn, called (on its own goroutine) whenever this
-// node learns of a new leader.
+// OnLeaderChange registers fn, called whenever this node learns of a new
+// leader (lead 0: none known). Calls come in the order the changes
+// happened, one at a time, on a goroutine of their own: a slow fn delays
+// later calls but never the raft loop. A hook registered after Start misses
+// the changes before it.
 func (n *Node) OnLeaderChange(fn func(lead uint64, isLeader bool)) {
 	n.mu.Lock()
 	n.onLeader = append(n.onLeader, fn)
 	n.mu.Unlock()
 }
 
+// leaderChanged queues a leader change for the hooks.
+func (n *Node) leaderChanged(lead uint64) {
+	n.hookMu.Lock()
+	n.hookQueue = append(n.hookQueue, lead)
+	n.hookMu.Unlock()
+	select {
+	case n.hookWake <- struct{}{}:
+	default:
+	}
+}
+
+// runHooks calls the leader-change hooks in order until the node stops.
+func (n *Node) runHooks() {
+	for {
+		select {
+		case <-n.stopc:
+			return
+		case <-n.hookWake:
+		}
+		n.hookMu.Lock()
+		queue := n.hookQueue
+		n.hookQueue = nil
+		n.hookMu.Unlock()
+		n.mu.Lock()
+		fns := slices.Clone(n.onLeader)
+		n.mu.Unlock()
+		for _, lead := range queue {
+			for _, fn := range fns {
+				fn(lead, lead == n.cfg.ID)
+			}
+		}
+	}
+}
+
 // Start runs the Ready loop and the ticker.
 func (n *Node) Start() {
 	n.started.Store(true)
 	go n.run()
+	go n.runHooks()
 	if !n.cfg.DisableAutoPromote {
 		go n.promoteLoop()
 	}
@@ -340,12 +384,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if rd.SoftState != nil && rd.SoftState.Lead != n.lead.Load() {
 		lead := rd.SoftState.Lead
 		n.lead.Store(lead)
-		n.mu.Lock()
-		fns := append([]func(uint64, bool){}, n.onLeader...)
-		n.mu.Unlock()
-		for _, fn := range fns {
-			go fn(lead, lead == n.cfg.ID)
-		}
+		n.leaderChanged(lead)
 	}
 	n.placeWaiters(rd.Entries)
 	if hs := rd.HardState; hs != nil && hs.GetTerm() > n.term.Load() {

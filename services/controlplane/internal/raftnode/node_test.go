@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -324,4 +325,39 @@ func TestConcurrentMembershipChanges(t *testing.T) {
 	if st := lead.Status(); !slices.Equal(st.Learners, []uint64{4, 5}) {
 		t.Fatalf("learners: %v", st.Learners)
 	}
+}
+
+// A lossy, slow network: raft retransmits, and the waiters still get
+// their results.
+func TestLossyNetwork(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	c.Net.SetDrop(0.1)
+	c.Net.SetDelay(time.Millisecond)
+	var items []string
+	for i := 0; i < 30; i++ {
+		items = append(items, fmt.Sprint("l", i))
+		propose(t, c, items[i])
+	}
+	c.Net.Heal()
+	converged(t, c, items...)
+}
+
+func TestLeaderChangeHooksComeInOrder(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	first := c.Leader()
+	var mu sync.Mutex
+	var seen []uint64
+	n := c.Node(others(c, first.ID())[0])
+	n.OnLeaderChange(func(l uint64, _ bool) {
+		mu.Lock()
+		seen = append(seen, l)
+		mu.Unlock()
+	})
+	c.Stop(first.ID())
+	second := c.Leader()
+	raftnodetest.WaitFor(t, "the hook to report the new leader", 5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) > 0 && seen[len(seen)-1] == second.ID()
+	})
 }
