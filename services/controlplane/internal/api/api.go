@@ -235,7 +235,17 @@ func (s *Server) Range(ctx context.Context, req *hivemindv1.RangeRequest) (*hive
 
 // Watch implements hivemindv1.ControlPlaneServer.
 func (s *Server) Watch(req *hivemindv1.WatchRequest, stream hivemindv1.ControlPlane_WatchServer) error {
-	if err := fsm.ValidateWatch(req, s.store.Machine().Revision()); err != nil {
+	rev := s.store.Machine().Revision()
+	if req.GetStartRevision() > rev+1 {
+		// A client resuming here after another member went away may be
+		// ahead of this member, which can lag the leader a little. Catch up
+		// with the cluster before calling the revision one from the future.
+		if err := s.store.ReadIndex(stream.Context()); err != nil {
+			return toStatus(err)
+		}
+		rev = s.store.Machine().Revision()
+	}
+	if err := fsm.ValidateWatch(req, rev); err != nil {
 		return toStatus(err)
 	}
 	err := s.hub.Serve(stream.Context(), req, stream.Send)

@@ -270,3 +270,35 @@ func TestRetriedWriteAppliesOnce(t *testing.T) {
 		t.Fatalf("revision moved to %d after a retry of revision %d", st.AppliedRevision, first.Header.Revision)
 	}
 }
+
+func TestWatchResumesOnALaggingMember(t *testing.T) {
+	c := cptest.Start(t, 3, cptest.Options{Faulty: true})
+	lead := c.Leader()
+	lagging := (lead + 1) % 3
+	var others []int
+	for i := range c.Nodes {
+		if i != lagging {
+			others = append(others, i)
+		}
+	}
+	// Cut one follower off, write, and heal: a client that saw the new
+	// revisions elsewhere resumes its watch on the member that is behind.
+	c.Partition([]int{lagging}, others)
+	cl := c.Client(cpclient.Config{Endpoints: []string{c.Nodes[lead].Addr}})
+	var last int64
+	for i := 0; i < 5; i++ {
+		last = put(t, cl, fmt.Sprintf("/app/k%d", i), "v").Header.Revision
+	}
+	c.Heal()
+	s, err := direct(t, c, lagging).Watch(ctx(t), &hivemindv1.WatchRequest{StartRevision: last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Recv()
+	if err != nil {
+		t.Fatalf("resuming on a lagging member: %v", err)
+	}
+	if len(resp.Events) == 0 || resp.Events[0].Revision != last {
+		t.Fatalf("got %v, want revision %d", resp, last)
+	}
+}
