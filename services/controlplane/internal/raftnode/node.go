@@ -495,6 +495,8 @@ func (n *Node) halt() error {
 	close(n.stopc)
 	if n.started.Load() {
 		<-n.done
+	} else {
+		close(n.done) // nothing else will, and waiters select on it
 	}
 	n.rn.Stop()
 	n.tr.Close()
