@@ -95,6 +95,14 @@ func NewIdempotencyKey() string {
 	return hex.EncodeToString(b[:])
 }
 
+// ensureKey gives a write an idempotency key once, before its first
+// attempt, so every retry carries the same one.
+func ensureKey(key *string) {
+	if *key == "" {
+		*key = NewIdempotencyKey()
+	}
+}
+
 func (c *Client) pick() (int, hivemindv1.ControlPlaneClient) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -189,9 +197,7 @@ func (c *Client) Status(ctx context.Context) (*hivemindv1.StatusResponse, error)
 
 // Put writes a key. An empty IdempotencyKey is filled in.
 func (c *Client) Put(ctx context.Context, req *hivemindv1.PutRequest) (*hivemindv1.PutResponse, error) {
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = NewIdempotencyKey()
-	}
+	ensureKey(&req.IdempotencyKey)
 	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.PutResponse, error) {
 		return api.Put(ctx, req, c.cfg.CallOptions...)
 	})
@@ -213,9 +219,7 @@ func (c *Client) Range(ctx context.Context, req *hivemindv1.RangeRequest) (*hive
 
 // Delete removes a key or a prefix. An empty IdempotencyKey is filled in.
 func (c *Client) Delete(ctx context.Context, req *hivemindv1.DeleteRequest) (*hivemindv1.DeleteResponse, error) {
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = NewIdempotencyKey()
-	}
+	ensureKey(&req.IdempotencyKey)
 	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.DeleteResponse, error) {
 		return api.Delete(ctx, req, c.cfg.CallOptions...)
 	})
@@ -223,9 +227,7 @@ func (c *Client) Delete(ctx context.Context, req *hivemindv1.DeleteRequest) (*hi
 
 // Txn runs a transaction. An empty IdempotencyKey is filled in.
 func (c *Client) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemindv1.TxnResponse, error) {
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = NewIdempotencyKey()
-	}
+	ensureKey(&req.IdempotencyKey)
 	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.TxnResponse, error) {
 		return api.Txn(ctx, req, c.cfg.CallOptions...)
 	})
@@ -233,9 +235,7 @@ func (c *Client) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemind
 
 // AppendEvent appends an event. An empty IdempotencyKey is filled in.
 func (c *Client) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventRequest) (*hivemindv1.AppendEventResponse, error) {
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = NewIdempotencyKey()
-	}
+	ensureKey(&req.IdempotencyKey)
 	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.AppendEventResponse, error) {
 		return api.AppendEvent(ctx, req, c.cfg.CallOptions...)
 	})
@@ -243,9 +243,7 @@ func (c *Client) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventReq
 
 // ClaimIntent claims (or renews) an intent. An empty IdempotencyKey is filled in.
 func (c *Client) ClaimIntent(ctx context.Context, req *hivemindv1.ClaimIntentRequest) (*hivemindv1.ClaimIntentResponse, error) {
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = NewIdempotencyKey()
-	}
+	ensureKey(&req.IdempotencyKey)
 	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.ClaimIntentResponse, error) {
 		return api.ClaimIntent(ctx, req, c.cfg.CallOptions...)
 	})
@@ -253,9 +251,7 @@ func (c *Client) ClaimIntent(ctx context.Context, req *hivemindv1.ClaimIntentReq
 
 // CompleteIntent records an intent's outcome. An empty IdempotencyKey is filled in.
 func (c *Client) CompleteIntent(ctx context.Context, req *hivemindv1.CompleteIntentRequest) (*hivemindv1.CompleteIntentResponse, error) {
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = NewIdempotencyKey()
-	}
+	ensureKey(&req.IdempotencyKey)
 	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.CompleteIntentResponse, error) {
 		return api.CompleteIntent(ctx, req, c.cfg.CallOptions...)
 	})
@@ -263,9 +259,7 @@ func (c *Client) CompleteIntent(ctx context.Context, req *hivemindv1.CompleteInt
 
 // ReleaseIntent gives up a claim. An empty IdempotencyKey is filled in.
 func (c *Client) ReleaseIntent(ctx context.Context, req *hivemindv1.ReleaseIntentRequest) (*hivemindv1.ReleaseIntentResponse, error) {
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = NewIdempotencyKey()
-	}
+	ensureKey(&req.IdempotencyKey)
 	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.ReleaseIntentResponse, error) {
 		return api.ReleaseIntent(ctx, req, c.cfg.CallOptions...)
 	})
