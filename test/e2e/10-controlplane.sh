@@ -16,6 +16,18 @@ call() { # port method [json]
 now_ms() { date +%s%3N; }
 b64() { printf %s "$1" | base64; }
 
+# put_until port key limit_ms what: retry a write until it succeeds or fail
+# after limit_ms; prints how long it took.
+put_until() {
+	local p=$1 key=$2 limit=$3 what=$4 t0
+	t0=$(now_ms)
+	until call "$p" Put "{\"key\":\"$key\",\"value\":\"$(b64 x)\"}" >/dev/null 2>&1; do
+		[ $(( $(now_ms) - t0 )) -lt "$limit" ] || fail "no write succeeded within $limit ms $what"
+		sleep 0.05
+	done
+	echo $(( $(now_ms) - t0 ))
+}
+
 leader_of() { call "$1" Status | sed -n 's/.*"leaderName": "\([^"]*\)".*/\1/p'; }
 
 # Wait for a leader everyone agrees on.
@@ -37,12 +49,7 @@ done
 survivor=""
 for n in controlplane-1 controlplane-2 controlplane-3; do [ "$n" != "$leader" ] && survivor=$n && break; done
 $COMPOSE kill "$leader" >/dev/null 2>&1
-t0=$(now_ms)
-until call "${port[$survivor]}" Put "{\"key\":\"/e2e/after-kill\",\"value\":\"$(b64 x)\"}" >/dev/null 2>&1; do
-	[ $(( $(now_ms) - t0 )) -lt 10000 ] || fail "no write succeeded within 10 s of killing the leader"
-	sleep 0.05
-done
-took=$(( $(now_ms) - t0 ))
+took=$(put_until "${port[$survivor]}" /e2e/after-kill 10000 "of killing the leader")
 echo "writes resumed ${took} ms after killing the leader"
 [ "$took" -le 3000 ] || fail "writes resumed after ${took} ms, want ≤ 3000"
 
@@ -79,9 +86,5 @@ grep -q "$(b64 v1)" <<<"$stale" || fail "stale read lost /e2e/k1: $stale"
 echo "stale read answers while degraded"
 
 $COMPOSE start "${others[@]}" >/dev/null 2>&1
-t0=$(now_ms)
-until call "$p" Put "{\"key\":\"/e2e/recovered\",\"value\":\"$(b64 x)\"}" >/dev/null 2>&1; do
-	[ $(( $(now_ms) - t0 )) -lt 30000 ] || fail "service did not resume within 30 s of restarting the nodes"
-	sleep 0.2
-done
-echo "service resumed $(( $(now_ms) - t0 )) ms after restarting the stopped nodes"
+took=$(put_until "$p" /e2e/recovered 30000 "of restarting the stopped nodes")
+echo "service resumed ${took} ms after restarting the stopped nodes"
