@@ -1,8 +1,10 @@
 # hivemind — build, test and run. `make help` lists the targets.
 
 SHELL := /bin/bash
-MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier bench
+MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier bench test/sink
 BINARIES := controlplane:hivemind-controlplane host:hivemind-host dnsprocessor:hivemind-dns notifier:hivemind-notifier
+# Test tools of the compose cluster (test/sink), built into dist/ beside the roles.
+SINKS    := webhook-sink smtp-sink
 
 BIN := $(CURDIR)/bin
 DIST := $(CURDIR)/dist
@@ -24,7 +26,7 @@ COMPOSE ?= $(shell if command -v docker-compose >/dev/null 2>&1; then echo docke
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 BREAKING_AGAINST ?= .git\#branch=main
 
-.PHONY: help tools generate check-generated lint breaking build dist test test-long run up down e2e bench clean
+.PHONY: help tools generate check-generated lint breaking build dist test test-long certs run up down e2e bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -60,9 +62,11 @@ build: ## build the four binaries into ./bin
 	@for b in $(BINARIES); do m=$${b%%:*}; n=$${b##*:}; \
 		echo "go build $$n"; (cd services/$$m && go build -ldflags '$(LDFLAGS)' -o $(BIN)/$$n ./cmd/$$n) || exit 1; done
 
-dist: ## build static linux binaries for the container images into ./dist
+dist: ## build static linux binaries for the container images (roles and test sinks) into ./dist
 	@for b in $(BINARIES); do m=$${b%%:*}; n=$${b##*:}; \
 		echo "go build (static) $$n"; (cd services/$$m && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
+	@for n in $(SINKS); do \
+		echo "go build (static) $$n"; (cd test/sink && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '-s -w' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
 
 test: ## run every module's tests with -race (50 randomized fault runs through porcupine included)
 	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test $(TEST_FLAGS) ./...) || exit 1; done
@@ -70,20 +74,29 @@ test: ## run every module's tests with -race (50 randomized fault runs through p
 test-long: ## the tests with 500 randomized fault runs through the linearizability checker
 	HIVEMIND_LIN_RUNS=500 $(MAKE) test TEST_FLAGS="$(TEST_FLAGS) -timeout 60m"
 
+# Every container of docker-compose.yml, plus localhost and 127.0.0.1 in each.
+CERT_NODES := controlplane-1 controlplane-2 controlplane-3 host-1 host-2 dns-1 dns-2 notifier-1 notifier-2
+
+certs: ## a development CA and a TLS certificate per compose node in ./certs (the CA is kept once made)
+	cd pkg && go run ./cmd/hivemind-certs -dir $(CURDIR)/certs $(CERT_NODES)
+
 run: build $(BIN)/grpcurl ## a local cluster on loopback: 3 control-plane nodes, host, dns, notifier (Ctrl-C stops it)
 	deploy/local/run.sh
 
-up: dist ## build the images and start the docker-compose cluster
+up: dist certs ## build the images and start the docker-compose cluster (TLS, certificates from make certs)
 	$(COMPOSE) up -d --build
 
 down: ## stop and remove the docker-compose cluster
 	$(COMPOSE) down -v --remove-orphans
 
-e2e: dist $(BIN)/grpcurl ## bring the compose cluster up, check every container, tear it down
+e2e: dist certs $(BIN)/grpcurl ## bring the compose cluster up, check every container, tear it down
 	COMPOSE="$(COMPOSE)" test/e2e/run.sh
 
-bench: build ## benchmarks on loopback (etcd side by side when on PATH); results appended to bench/out/results.jsonl
-	cd bench && go run . -bin $(BIN) -out $(CURDIR)/bench/out/results.jsonl $(BENCH_FLAGS)
+BENCH_SUITES ?= controlplane membership dns notifier
+
+bench: build ## every benchmark on loopback (etcd, NSD side by side when installed); results appended to bench/out/results.jsonl
+	@for s in $(BENCH_SUITES); do echo "== bench -suite $$s"; \
+		(cd bench && go run . -suite $$s -bin $(BIN) -out $(CURDIR)/bench/out/results.jsonl $(BENCH_FLAGS)) || exit 1; done
 
 clean: ## remove build output and local cluster data
 	rm -rf $(DIST) .run

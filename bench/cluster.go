@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hivemind/hivemind/pkg/auth"
 )
 
 // procs is a set of cluster processes started by the benchmark.
@@ -71,11 +73,29 @@ func freePorts(n int) ([]int, error) {
 
 // startHivemind starts a 3-node control plane and returns its endpoints.
 func startHivemind(dir, binDir string) (*procs, []string, error) {
-	ports, err := freePorts(6)
+	return startHivemindWith(dir, binDir, nil)
+}
+
+// startHivemindWith is startHivemind with more flags for member i.
+func startHivemindWith(dir, binDir string, extra func(i int) []string) (*procs, []string, error) {
+	ports, err := freePorts(9)
 	if err != nil {
 		return nil, nil, err
 	}
 	p := &procs{dir: dir}
+	// A fresh secret and operator token, passed as files so they stay out
+	// of the process list.
+	apiToken = auth.GenerateAPIToken()
+	secretFile, tokensFile := filepath.Join(dir, "cluster-secret"), filepath.Join(dir, "api-tokens")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	if err := os.WriteFile(secretFile, []byte(auth.GenerateAPIToken()), 0o600); err != nil {
+		return nil, nil, err
+	}
+	if err := os.WriteFile(tokensFile, []byte("bench="+apiToken+":read,write\n"), 0o600); err != nil {
+		return nil, nil, err
+	}
 	var cluster, eps []string
 	for i := 0; i < 3; i++ {
 		ep := fmt.Sprintf("127.0.0.1:%d", ports[i])
@@ -84,9 +104,14 @@ func startHivemind(dir, binDir string) (*procs, []string, error) {
 	}
 	for i := 0; i < 3; i++ {
 		name := fmt.Sprintf("cp%d", i+1)
-		err := p.start("hivemind-"+name, filepath.Join(binDir, "hivemind-controlplane"),
-			"--node-name", name, "--grpc-addr", eps[i], "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
-			"--data-dir", filepath.Join(dir, name), "--initial-cluster", strings.Join(cluster, ","), "--log-level", "warn")
+		args := []string{"--node-name", name, "--grpc-addr", eps[i], "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
+			"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[6+i]),
+			"--data-dir", filepath.Join(dir, name), "--initial-cluster", strings.Join(cluster, ","), "--log-level", "warn",
+			"--cluster-secret-file", secretFile, "--api-tokens-file", tokensFile}
+		if extra != nil {
+			args = append(args, extra(i)...)
+		}
+		err := p.start("hivemind-"+name, filepath.Join(binDir, "hivemind-controlplane"), args...)
 		if err != nil {
 			p.stop()
 			return nil, nil, err

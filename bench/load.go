@@ -22,8 +22,18 @@ type result struct {
 	Seconds   float64 `json:"seconds"`
 	Payload   int     `json:"payload_bytes"`
 	Watchers  int     `json:"watchers,omitempty"`
-	Note      string  `json:"note,omitempty"`
-	Time      string  `json:"time"`
+	// Replicas is the number of notifier replicas (notifier rows).
+	Replicas int `json:"replicas,omitempty"`
+	// FalsePositives counts live members declared dead (membership rows).
+	FalsePositives *int   `json:"false_positives,omitempty"`
+	Note           string `json:"note,omitempty"`
+	Time           string `json:"time"`
+
+	// AvgMs, StdDevMs and MinMs are given where the tool measuring reports
+	// them instead of percentiles (dnsperf).
+	AvgMs    float64 `json:"avg_ms,omitempty"`
+	StdDevMs float64 `json:"stddev_ms,omitempty"`
+	MinMs    float64 `json:"min_ms,omitempty"`
 }
 
 // closedLoop runs clients goroutines, each issuing op back to back for d,

@@ -22,8 +22,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/cpclient"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/grpcclient"
 )
 
 func main() {
@@ -36,6 +38,13 @@ func main() {
 	payloadSize := flag.Int("payload", 256, "payload / value size in bytes")
 	etcdBin := flag.String("etcd", "etcd", "etcd binary; skipped when not found")
 	endpoints := flag.String("endpoints", "", "drive this running control plane (comma-separated gRPC addresses) instead of starting one")
+	flag.StringVar(&apiToken, "token", os.Getenv("HIVEMIND_TOKEN"), "operator API token (read, write) for -endpoints; default $HIVEMIND_TOKEN")
+	suite := flag.String("suite", "controlplane", "what to measure: controlplane, membership (failure detection: kill → member.failed in the registry), dns (propagation to 2 dns processors, then dns.qps), dnsqps (dns.qps alone: dnsperf against a dns processor and NSD) or notifier (event commit → webhook, 1 and 3 replicas)")
+	dnsChanges := flag.Int("dns-changes", 1000, "dns suite: host record changes measured")
+	dnsRate := flag.Int("dns-rate", 100, "dns suite: host record changes per second")
+	members := flag.Int("members", 50, "membership suite: agents in the gossip pool")
+	runs := flag.Int("runs", 20, "membership suite: kills measured per preset and load")
+	systems := flag.String("systems", "", "membership suite: comma-separated presets to run (hivemind, memberlist-lan); empty runs all")
 	flag.Parse()
 
 	var counts []int
@@ -54,6 +63,55 @@ func main() {
 		defer os.RemoveAll(dir)
 	} else {
 		fmt.Fprintf(os.Stderr, "keeping cluster data and logs in %s\n", dir)
+	}
+	if *suite == "dns" || *suite == "dnsqps" {
+		absBin, _ := filepath.Abs(*binDir)
+		var results []result
+		if *suite == "dns" {
+			results, err = benchDNSPropagation(context.Background(), dir, absBin, *dnsChanges, *dnsRate)
+			if err != nil {
+				fatalf("dns: %v", err)
+			}
+		}
+		qps, err := benchDNSQPS(context.Background(), filepath.Join(dir, "dns-qps"), absBin)
+		if err != nil {
+			fatalf("dns.qps: %v", err)
+		}
+		results = append(results, qps...)
+		printTable(results)
+		if err := appendJSONL(*out, results); err != nil {
+			fatalf("write %s: %v", *out, err)
+		}
+		return
+	}
+	if *suite == "notifier" {
+		results, err := benchNotifier(filepath.Join(dir, "notifier"), mustAbs(*binDir), []int{1, 3}, *dur, 50, 2000)
+		if err != nil {
+			fatalf("notifier: %v", err)
+		}
+		printTable(results)
+		if err := appendJSONL(*out, results); err != nil {
+			fatalf("write %s: %v", *out, err)
+		}
+		return
+	}
+	if *suite == "membership" {
+		only := map[string]bool{}
+		for _, s := range strings.Split(*systems, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				only[s] = true
+			}
+		}
+		absBin, _ := filepath.Abs(*binDir)
+		results, err := benchMembership(dir, absBin, *members, *runs, only)
+		if err != nil {
+			fatalf("membership: %v", err)
+		}
+		printTable(results)
+		if err := appendJSONL(*out, results); err != nil {
+			fatalf("write %s: %v", *out, err)
+		}
+		return
 	}
 	ctx := context.Background()
 	payload := bytes.Repeat([]byte("x"), *payloadSize)
@@ -86,6 +144,14 @@ func main() {
 	}
 }
 
+// apiToken authenticates the benchmark's clients: given with -token, or
+// made for the cluster startHivemind starts.
+var apiToken string
+
+func dialConfig() grpcclient.Config {
+	return grpcclient.Config{Auth: auth.BearerToken(apiToken)}
+}
+
 func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "hivemind-bench: "+format+"\n", args...)
 	os.Exit(1)
@@ -103,7 +169,7 @@ func benchHivemind(ctx context.Context, dir, binDir string, eps []string, counts
 		defer p.stop()
 		eps = started
 	}
-	cl, err := cpclient.New(cpclient.Config{Endpoints: eps})
+	cl, err := cpclient.New(cpclient.Config{Endpoints: eps, Dial: dialConfig()})
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +212,7 @@ func watchFanout(ctx context.Context, eps []string, writer *cpclient.Client, wat
 	defer cancel()
 	clients := make([]*cpclient.Client, len(eps))
 	for i, ep := range eps {
-		c, err := cpclient.New(cpclient.Config{Endpoints: []string{ep}})
+		c, err := cpclient.New(cpclient.Config{Endpoints: []string{ep}, Dial: dialConfig()})
 		if err != nil {
 			return result{}, err
 		}

@@ -43,9 +43,10 @@ type Config struct {
 
 // Client is safe for concurrent use.
 type Client struct {
-	cfg   Config
-	conns []*grpc.ClientConn
-	apis  []hivemindv1.ControlPlaneClient
+	cfg     Config
+	conns   []*grpc.ClientConn
+	apis    []hivemindv1.ControlPlaneClient
+	members []hivemindv1.MembershipClient
 
 	mu      sync.Mutex
 	current int
@@ -75,6 +76,7 @@ func New(cfg Config) (*Client, error) {
 		}
 		c.conns = append(c.conns, conn)
 		c.apis = append(c.apis, hivemindv1.NewControlPlaneClient(conn))
+		c.members = append(c.members, hivemindv1.NewMembershipClient(conn))
 	}
 	return c, nil
 }
@@ -136,11 +138,17 @@ func retryable(err error) bool {
 }
 
 func do[T any](ctx context.Context, c *Client, call func(hivemindv1.ControlPlaneClient) (T, error)) (T, error) {
+	return doAt(ctx, c, func(i int) (T, error) { return call(c.apis[i]) })
+}
+
+// doAt calls call with the index of the endpoint to use, moving on to the
+// next endpoint after UNAVAILABLE, with backoff.
+func doAt[T any](ctx context.Context, c *Client, call func(i int) (T, error)) (T, error) {
 	var zero T
 	var last error
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
-		i, api := c.pick()
-		resp, err := call(api)
+		i, _ := c.pick()
+		resp, err := call(i)
 		if err == nil {
 			return resp, nil
 		}
@@ -262,6 +270,23 @@ func (c *Client) ReleaseIntent(ctx context.Context, req *hivemindv1.ReleaseInten
 	ensureKey(&req.IdempotencyKey)
 	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.ReleaseIntentResponse, error) {
 		return api.ReleaseIntent(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// Join asks the control plane to admit a node (Membership/Join on a
+// control-plane endpoint). An empty IdempotencyKey is filled in.
+func (c *Client) Join(ctx context.Context, req *hivemindv1.JoinRequest) (*hivemindv1.JoinResponse, error) {
+	ensureKey(&req.IdempotencyKey)
+	return doAt(ctx, c, func(i int) (*hivemindv1.JoinResponse, error) {
+		return c.members[i].Join(ctx, req, c.cfg.CallOptions...)
+	})
+}
+
+// Leave records that a node leaves. An empty IdempotencyKey is filled in.
+func (c *Client) Leave(ctx context.Context, req *hivemindv1.LeaveRequest) (*hivemindv1.LeaveResponse, error) {
+	ensureKey(&req.IdempotencyKey)
+	return doAt(ctx, c, func(i int) (*hivemindv1.LeaveResponse, error) {
+		return c.members[i].Leave(ctx, req, c.cfg.CallOptions...)
 	})
 }
 

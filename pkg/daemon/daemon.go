@@ -1,7 +1,8 @@
 // Package daemon is the process skeleton shared by every hivemind binary:
 // flags and HIVEMIND_* variables, logging, the gRPC server with health,
-// reflection and Node/Info, the Prometheus /metrics port, the healthcheck
-// subcommand, and a clean stop on SIGTERM.
+// reflection, Node/Info and Auth, authentication of every call (cluster
+// secret for nodes, API tokens for operators) and TLS, the Prometheus
+// /metrics port, the healthcheck subcommand, and a clean stop on SIGTERM.
 //
 // A role supplies a Role: its own flags and a Start function that builds
 // its parts on the shared Env. Start marks the server SERVING when the role
@@ -27,11 +28,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/config"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/grpcclient"
 	"github.com/hivemind/hivemind/pkg/grpcserver"
 	"github.com/hivemind/hivemind/pkg/logging"
 	"github.com/hivemind/hivemind/pkg/nodeinfo"
+	"github.com/hivemind/hivemind/pkg/ping"
+	"github.com/hivemind/hivemind/pkg/secret"
+	"github.com/hivemind/hivemind/pkg/tlsconfig"
 )
 
 // Role describes one hivemind binary.
@@ -45,6 +54,10 @@ type Role struct {
 	// DefaultGRPCAddr and DefaultMetricsAddr are the listen defaults.
 	DefaultGRPCAddr    string
 	DefaultMetricsAddr string
+	// DefaultGossipAddr is where gossip listens by default (UDP and TCP).
+	DefaultGossipAddr string
+	// DefaultRequires are the roles this role needs to be ready.
+	DefaultRequires []string
 	// MaxRecvMsgSize bounds an incoming gRPC message; 0 means the server default.
 	MaxRecvMsgSize int
 	// Flags registers the role's own flags. May be nil.
@@ -65,6 +78,14 @@ type Common struct {
 	LogFormat       string
 	LogLevel        string
 	ShutdownTimeout time.Duration
+	// Security: the cluster secret, operator API tokens and TLS files.
+	ClusterSecret     string
+	ClusterSecretFile string
+	APITokens         string
+	APITokensFile     string
+	TLS               tlsconfig.Files
+	// Membership: gossip, seeds and required roles (see cluster.go).
+	Cluster ClusterFlags
 }
 
 func (c *Common) register(fs *flag.FlagSet, r Role) {
@@ -77,6 +98,14 @@ func (c *Common) register(fs *flag.FlagSet, r Role) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: json or text")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before calls are cut off")
+	fs.StringVar(&c.ClusterSecret, "cluster-secret", "", "the cluster secret (at least 16 bytes) every node shares; prefer --cluster-secret-file")
+	fs.StringVar(&c.ClusterSecretFile, "cluster-secret-file", "", "file holding the cluster secret")
+	fs.StringVar(&c.APITokens, "api-tokens", "", "operator API tokens as name=token:scope,…;… with scopes read, write, admin (implies read, write), filter")
+	fs.StringVar(&c.APITokensFile, "api-tokens-file", "", "file of operator API tokens, one name=token:scopes per line (added to --api-tokens)")
+	fs.StringVar(&c.TLS.Cert, "tls-cert", "", "PEM certificate this node presents as server and client; with --tls-key, serves TLS")
+	fs.StringVar(&c.TLS.Key, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLS.CA, "tls-ca", "", "PEM CA that signs the other nodes' certificates; servers then verify client certificates when presented")
+	c.Cluster.register(fs, r)
 }
 
 // Env is what a role's Start gets to build on.
@@ -87,6 +116,21 @@ type Env struct {
 	Registry *prometheus.Registry
 	// MetricsAddr is the address /metrics actually listens on ("" if disabled).
 	MetricsAddr string
+	// Secret is the cluster secret, for keys derived from it (gossip,
+	// tickets).
+	Secret secret.Secret
+	// Auth guards every call to Server. A role gives its own methods rules
+	// with Auth.Policy().Set before serving them; a method without a rule
+	// is denied.
+	Auth *auth.Authenticator
+	// Client dials other nodes as this node: TLS when configured, and node
+	// authentication with the cluster secret.
+	Client grpcclient.Config
+	// Ping serves the measuring methods of the Node service (Ping,
+	// PingRequest, Probe, ProbeRequest, EstimateRTT). NewClusterNode
+	// attaches it to the node's membership; a role with exec probes gives
+	// them with Ping.SetExec.
+	Ping *ping.Service
 }
 
 // Main runs the role with the process's arguments and exits with its status.
@@ -115,7 +159,12 @@ func Run(ctx context.Context, r Role, args []string, stderr io.Writer) int {
 		return 2
 	}
 	logger = logger.With("role", r.Name, "node", c.NodeName)
-	if err := serve(ctx, r, c, logger); err != nil {
+	sec, err := loadSecurity(c)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", r.Command, err)
+		return 2
+	}
+	if err := serve(ctx, r, c, sec, logger); err != nil {
 		logger.Error("stopped with error", "err", err)
 		return 1
 	}
@@ -133,20 +182,59 @@ func newFlagSet(r Role, command string, c *Common, out io.Writer) *flag.FlagSet 
 	return fs
 }
 
-func serve(ctx context.Context, r Role, c Common, logger *slog.Logger) error {
+// security is what the security flags load to.
+type security struct {
+	secret    secret.Secret
+	operators *auth.APITokens
+	serverTLS credentials.TransportCredentials
+	clientTLS credentials.TransportCredentials
+}
+
+func loadSecurity(c Common) (security, error) {
+	var s security
+	var err error
+	if err := auth.ValidateNodeName(c.NodeName); err != nil {
+		return s, fmt.Errorf("--node-name: %w", err)
+	}
+	if s.secret, err = secret.Load(c.ClusterSecret, c.ClusterSecretFile); err != nil {
+		return s, err
+	}
+	if s.operators, err = auth.LoadAPITokens(c.APITokens, c.APITokensFile); err != nil {
+		return s, err
+	}
+	if s.serverTLS, err = tlsconfig.Server(c.TLS); err != nil {
+		return s, err
+	}
+	if s.clientTLS, err = tlsconfig.Client(c.TLS); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Logger) error {
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := grpcserver.New(grpcserver.Config{Addr: c.GRPCAddr, Logger: logger, Registerer: reg, MaxRecvMsgSize: r.MaxRecvMsgSize})
+	authn := auth.NewAuthenticator(auth.NewPolicy(), auth.NewTokens(sec.secret, nil), sec.operators)
+	srv, err := grpcserver.New(grpcserver.Config{
+		Addr: c.GRPCAddr, Logger: logger, Registerer: reg, MaxRecvMsgSize: r.MaxRecvMsgSize,
+		Auth: authn, TLS: sec.serverTLS,
+	})
 	if err != nil {
 		return err
 	}
 	if c.AdvertiseAddr == "" {
 		c.AdvertiseAddr = srv.Addr()
 	}
-	env := &Env{Common: c, Logger: logger, Server: srv, Registry: reg}
+	env := &Env{
+		Common: c, Logger: logger, Server: srv, Registry: reg,
+		Secret: sec.secret,
+		Auth:   authn,
+		Client: grpcclient.Config{TLS: sec.clientTLS, Auth: auth.NewNodeAuth(c.NodeName, sec.secret)},
+	}
+	hivemindv1.RegisterAuthServer(srv.GRPC(), auth.NewServer(auth.ServerConfig{Name: c.NodeName, Secret: sec.secret}))
 
 	var metricsSrv *http.Server
 	if c.MetricsAddr != "" {
@@ -169,8 +257,17 @@ func serve(ctx context.Context, r Role, c Common, logger *slog.Logger) error {
 		}()
 	}
 
-	hivemindv1.RegisterNodeServer(srv.GRPC(), &nodeinfo.Service{
-		Role: r.Name, NodeName: c.NodeName, GRPCAddress: c.AdvertiseAddr, Started: time.Now(),
+	env.Ping, err = ping.New(ping.Config{
+		Name: c.NodeName, Role: r.Name, DataDir: c.DataDir, Dial: env.Client, Logger: logger,
+	})
+	if err != nil {
+		srv.Stop(context.Background())
+		return err
+	}
+	defer env.Ping.Close() // when Start fails
+	hivemindv1.RegisterNodeServer(srv.GRPC(), nodeServer{
+		Service: &nodeinfo.Service{Role: r.Name, NodeName: c.NodeName, GRPCAddress: c.AdvertiseAddr, Started: time.Now()},
+		ping:    env.Ping,
 	})
 
 	roleCtx, cancelRole := context.WithCancel(ctx)
@@ -183,7 +280,7 @@ func serve(ctx context.Context, r Role, c Common, logger *slog.Logger) error {
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
-	logger.Info("started", "grpc", srv.Addr(), "metrics", env.MetricsAddr)
+	logger.Info("started", "grpc", srv.Addr(), "metrics", env.MetricsAddr, "tls", sec.serverTLS != nil, "api_tokens", sec.operators.Len())
 
 	var serveErr error
 	select {
@@ -197,6 +294,11 @@ func serve(ctx context.Context, r Role, c Common, logger *slog.Logger) error {
 	defer cancel()
 	srv.SetServing(false)
 	var errs []error
+	// Link records stop before the node leaves, so the leave does not look
+	// like every link going down.
+	if err := env.Ping.Close(); err != nil {
+		logger.Debug("closing ping", "err", err)
+	}
 	if stopRole != nil {
 		if err := stopRole(shutdownCtx); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", r.Name, err))
@@ -209,4 +311,31 @@ func serve(ctx context.Context, r Role, c Common, logger *slog.Logger) error {
 	}
 	logger.Info("stopped")
 	return errors.Join(append(errs, serveErr)...)
+}
+
+// nodeServer is the Node service of every role: Info from nodeinfo, the
+// measuring methods from ping.
+type nodeServer struct {
+	*nodeinfo.Service
+	ping *ping.Service
+}
+
+func (n nodeServer) Ping(ctx context.Context, req *hivemindv1.NodePingRequest) (*hivemindv1.NodePingResponse, error) {
+	return n.ping.Ping(ctx, req)
+}
+
+func (n nodeServer) PingRequest(req *hivemindv1.PingRequestRequest, st grpc.ServerStreamingServer[hivemindv1.PingRequestResponse]) error {
+	return n.ping.PingRequest(req, st)
+}
+
+func (n nodeServer) Probe(ctx context.Context, req *hivemindv1.NodeProbeRequest) (*hivemindv1.NodeProbeResponse, error) {
+	return n.ping.Probe(ctx, req)
+}
+
+func (n nodeServer) ProbeRequest(req *hivemindv1.ProbeRequestRequest, st grpc.ServerStreamingServer[hivemindv1.ProbeRequestResponse]) error {
+	return n.ping.ProbeRequest(req, st)
+}
+
+func (n nodeServer) EstimateRTT(ctx context.Context, req *hivemindv1.EstimateRTTRequest) (*hivemindv1.EstimateRTTResponse, error) {
+	return n.ping.EstimateRTT(ctx, req)
 }

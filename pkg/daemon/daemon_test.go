@@ -16,6 +16,8 @@ import (
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 )
 
+const testSecret = "0123456789abcdef-test-secret"
+
 type syncBuf struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -43,7 +45,7 @@ func TestRunServesInfoHealthReflectionMetrics(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	exit := make(chan int, 1)
 	go func() {
-		exit <- Run(ctx, testRole(started, &stopped), []string{"--node-name", "n1", "--log-format", "json"}, logs)
+		exit <- Run(ctx, testRole(started, &stopped), []string{"--node-name", "n1", "--log-format", "json", "--cluster-secret", testSecret}, logs)
 	}()
 	var env *Env
 	select {
@@ -55,7 +57,12 @@ func TestRunServesInfoHealthReflectionMetrics(t *testing.T) {
 	}
 	addr := env.Server.Addr()
 
-	conn, err := grpcclient.Dial(addr, grpcclient.Config{})
+	// Env.Client is how a node dials another: it authenticates with the
+	// cluster secret.
+	if env.Client.Auth == nil || !env.Secret.Valid() || env.Auth == nil {
+		t.Fatalf("env lacks security: %+v", env)
+	}
+	conn, err := grpcclient.Dial(addr, env.Client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +141,8 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	if code := Run(context.Background(), testRole(nil, nil), []string{"--help"}, &out); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, f := range []string{"node-name", "grpc-addr", "advertise-addr", "metrics-addr", "data-dir", "log-format", "log-level", "shutdown-timeout"} {
+	for _, f := range []string{"node-name", "grpc-addr", "advertise-addr", "metrics-addr", "data-dir", "log-format", "log-level", "shutdown-timeout",
+		"cluster-secret", "cluster-secret-file", "api-tokens", "api-tokens-file", "tls-cert", "tls-key", "tls-ca"} {
 		if !strings.Contains(out.String(), "--"+f) || !strings.Contains(out.String(), "HIVEMIND_"+strings.ToUpper(strings.ReplaceAll(f, "-", "_"))) {
 			t.Errorf("help lacks --%s or its variable", f)
 		}
@@ -146,7 +154,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 
 func TestBadFlagValueFails(t *testing.T) {
 	var out bytes.Buffer
-	if code := Run(context.Background(), testRole(nil, nil), []string{"--log-level", "loud"}, &out); code == 0 {
+	if code := Run(context.Background(), testRole(nil, nil), []string{"--log-level", "loud", "--cluster-secret", testSecret}, &out); code == 0 {
 		t.Fatal("bad log level accepted")
 	}
 	if !strings.Contains(out.String(), "log level") {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hivemind/hivemind/pkg/config"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
+	"github.com/hivemind/hivemind/pkg/tlsconfig"
 )
 
 // healthcheck asks this node's own health service whether it is SERVING.
@@ -28,7 +29,14 @@ func healthcheck(ctx context.Context, r Role, args []string, stderr io.Writer) i
 		return 2
 	}
 	target := dialable(c.GRPCAddr)
-	conn, err := grpcclient.Dial(target, grpcclient.Config{MaxRetries: -1})
+	// Health needs no token, but a TLS server needs a TLS client: the same
+	// --tls-* files serve.
+	creds, err := tlsconfig.Client(c.TLS)
+	if err != nil {
+		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+		return 2
+	}
+	conn, err := grpcclient.Dial(target, grpcclient.Config{MaxRetries: -1, TLS: creds})
 	if err != nil {
 		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
 		return 1

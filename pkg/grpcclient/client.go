@@ -23,6 +23,9 @@ import (
 type Config struct {
 	// TLS credentials; nil means plaintext.
 	TLS credentials.TransportCredentials
+	// Auth authenticates calls (auth.NodeAuth, auth.BearerToken); nil sends
+	// no credentials.
+	Auth Auth
 	// MaxRetries of a call that failed with UNAVAILABLE. Default 5; -1 disables.
 	MaxRetries int
 	// BackoffBase is the first wait; it doubles per attempt, with 20%
@@ -36,6 +39,14 @@ type Config struct {
 	MaxRecvMsgSize int
 	// ExtraOptions are appended to the dial options.
 	ExtraOptions []grpc.DialOption
+}
+
+// Auth adds authentication to a connection. Dial calls DialOptions once
+// per connection, so per-connection state (a session token) lives in the
+// options it returns. Its interceptors run inside the retries, so every
+// attempt carries the current credentials.
+type Auth interface {
+	DialOptions() []grpc.DialOption
 }
 
 // Dial creates a client connection to target (host:port, or any gRPC target
@@ -75,6 +86,9 @@ func Dial(target string, cfg Config) (*grpc.ClientConn, error) {
 			grpc.WithChainUnaryInterceptor(retry.UnaryClientInterceptor(retryOpts...)),
 			grpc.WithChainStreamInterceptor(serverStreamsOnly(retry.StreamClientInterceptor(retryOpts...))),
 		)
+	}
+	if cfg.Auth != nil {
+		opts = append(opts, cfg.Auth.DialOptions()...)
 	}
 	opts = append(opts, cfg.ExtraOptions...)
 	return grpc.NewClient(target, opts...)

@@ -124,14 +124,14 @@ func New(cfg Config) (*Server, error) {
 		// rejections by auth and validation and recovered panics.
 		grpc.ChainUnaryInterceptor(
 			metrics.UnaryServerInterceptor(),
-			logging.UnaryServerInterceptor(logger, logOpts...),
+			gatedUnary(cfg.Logger, logging.UnaryServerInterceptor(logger, logOpts...)),
 			recovery.UnaryServerInterceptor(recoverOpts...),
 			auth.UnaryServerInterceptor(authFn),
 			validator.UnaryServerInterceptor(),
 		),
 		grpc.ChainStreamInterceptor(
 			metrics.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(logger, logOpts...),
+			gatedStream(cfg.Logger, logging.StreamServerInterceptor(logger, logOpts...)),
 			recovery.StreamServerInterceptor(recoverOpts...),
 			auth.StreamServerInterceptor(authFn),
 			validator.StreamServerInterceptor(),

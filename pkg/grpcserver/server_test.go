@@ -141,3 +141,40 @@ func TestServerInterceptors(t *testing.T) {
 		t.Errorf("grpc_server_handled_total has %d series, want >= 4", n)
 	}
 }
+
+// At warn level the call log keeps failed calls whose code maps to warn or
+// error, and drops the rest without building their fields.
+func TestCallLogAtWarn(t *testing.T) {
+	logs := &syncBuf{}
+	srv, err := New(Config{
+		Addr:   "127.0.0.1:0",
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Auth:   denyWrites{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var impl any
+	srv.GRPC().RegisterService(testDesc(), impl)
+	go srv.Serve()
+	defer srv.Stop(context.Background())
+	conn, err := grpcclient.Dial(srv.Addr(), grpcclient.Config{MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, m := range []string{"Ok", "Validated", "Deny", "Panic"} {
+		_ = conn.Invoke(ctx, "/test.Svc/"+m, &hivemindv1.InfoRequest{}, &hivemindv1.InfoResponse{})
+	}
+	// OK, INVALID_ARGUMENT and UNAUTHENTICATED map to info; INTERNAL to error.
+	for m, want := range map[string]int{"Ok": 0, "Validated": 0, "Deny": 0, "Panic": 1} {
+		if n := strings.Count(logs.String(), `"grpc.method":"`+m+`"`); n != want {
+			t.Errorf("%s: %d log lines, want %d\n%s", m, n, want, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), `"grpc.code":"Internal"`) || !strings.Contains(logs.String(), `"msg":"finished call"`) {
+		t.Errorf("the error line lacks its code or message:\n%s", logs.String())
+	}
+}

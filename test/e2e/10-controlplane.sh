@@ -2,16 +2,20 @@
 # Control-plane faults in compose: kill the leader → writes succeed again
 # within 3 s and no acknowledged write is lost; stop two of three → writes
 # fail fast with the no-quorum error while stale reads answer; start them
-# again → service resumes. Runs against the cluster test/e2e/run.sh started.
+# again → service resumes. Runs against the cluster test/e2e/run.sh started
+# (TLS with the dev CA, the compose operator token).
 set -euo pipefail
 COMPOSE=${COMPOSE:-docker-compose}
 GRPCURL=${GRPCURL:-bin/grpcurl}
+HIVEMIND_TOKEN=${HIVEMIND_TOKEN:-hmo_dev-compose-operator-token}
+HIVEMIND_CACERT=${HIVEMIND_CACERT:-certs/ca.pem}
+grpc() { "$GRPCURL" -cacert "$HIVEMIND_CACERT" -H "authorization: bearer $HIVEMIND_TOKEN" -max-time 5 "$@"; }
 declare -A port=([controlplane-1]=17001 [controlplane-2]=17002 [controlplane-3]=17003)
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 call() { # port method [json]
 	local p=$1 m=$2 d=${3:-'{}'}
-	"$GRPCURL" -plaintext -max-time 5 -d "$d" "127.0.0.1:$p" "hivemind.v1.ControlPlane/$m"
+	grpc -d "$d" "127.0.0.1:$p" "hivemind.v1.ControlPlane/$m"
 }
 now_ms() { date +%s%3N; }
 b64() { printf %s "$1" | base64; }
@@ -72,7 +76,7 @@ for _ in $(seq 1 50); do
 	sleep 0.2
 done
 t0=$(now_ms)
-if out=$("$GRPCURL" -plaintext -max-time 5 -d "{\"key\":\"/e2e/degraded\",\"value\":\"$(b64 x)\"}" "127.0.0.1:$p" hivemind.v1.ControlPlane/Put 2>&1); then
+if out=$(grpc -d "{\"key\":\"/e2e/degraded\",\"value\":\"$(b64 x)\"}" "127.0.0.1:$p" hivemind.v1.ControlPlane/Put 2>&1); then
 	fail "write succeeded without a quorum"
 fi
 took=$(( $(now_ms) - t0 ))

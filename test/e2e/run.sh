@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # End-to-end check of the docker-compose cluster: bring it up, wait until
 # every container is healthy, call Node/Info and health on each through its
-# published port with grpcurl, then tear everything down. Any miss fails.
+# published port with grpcurl (TLS with the dev CA from `make certs`, and the
+# compose operator token), check that calls without a token or without TLS
+# are refused, then tear everything down. Any miss fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 COMPOSE=${COMPOSE:-docker-compose}
 GRPCURL=${GRPCURL:-$PWD/bin/grpcurl}
 PROJECT=${COMPOSE_PROJECT_NAME:-hivemind-e2e}
 export COMPOSE_PROJECT_NAME=$PROJECT
+# The development operator token of docker-compose.yml, and the dev CA.
+export HIVEMIND_TOKEN=${HIVEMIND_TOKEN:-hmo_dev-compose-operator-token}
+export HIVEMIND_CACERT=${HIVEMIND_CACERT:-$PWD/certs/ca.pem}
+[ -f "$HIVEMIND_CACERT" ] || { echo "E2E FAIL: no $HIVEMIND_CACERT; run make certs" >&2; exit 1; }
+grpc() { "$GRPCURL" -cacert "$HIVEMIND_CACERT" -H "authorization: bearer $HIVEMIND_TOKEN" -max-time 5 "$@"; }
 
 fail() { echo "E2E FAIL: $*" >&2; $COMPOSE ps >&2 || true; $COMPOSE logs --tail=30 >&2 || true; exit 1; }
 cleanup() { $COMPOSE down -v --remove-orphans >/dev/null 2>&1 || true; }
@@ -43,12 +50,15 @@ echo "all ${#nodes[@]} containers healthy"
 
 for n in "${nodes[@]}"; do
 	IFS=: read -r svc port role <<<"$n"
-	info=$("$GRPCURL" -plaintext -max-time 5 "127.0.0.1:$port" hivemind.v1.Node/Info) || fail "$svc: Node/Info"
+	info=$(grpc "127.0.0.1:$port" hivemind.v1.Node/Info) || fail "$svc: Node/Info"
 	grep -q "\"role\": \"$role\"" <<<"$info" || fail "$svc: Node/Info role is not $role: $info"
 	grep -q "\"nodeName\": \"$svc\"" <<<"$info" || fail "$svc: Node/Info node name is not $svc: $info"
-	health=$("$GRPCURL" -plaintext -max-time 5 "127.0.0.1:$port" grpc.health.v1.Health/Check) || fail "$svc: health"
+	health=$(grpc "127.0.0.1:$port" grpc.health.v1.Health/Check) || fail "$svc: health"
 	grep -q SERVING <<<"$health" || fail "$svc: health is $health"
-	"$GRPCURL" -plaintext -max-time 5 "127.0.0.1:$port" list | grep -q hivemind.v1.Node || fail "$svc: reflection does not list hivemind.v1.Node"
+	grpc "127.0.0.1:$port" list | grep -q hivemind.v1.Node || fail "$svc: reflection does not list hivemind.v1.Node"
+	out=$("$GRPCURL" -cacert "$HIVEMIND_CACERT" -max-time 5 "127.0.0.1:$port" hivemind.v1.Node/Info 2>&1) && fail "$svc: Node/Info without a token answered"
+	grep -q Unauthenticated <<<"$out" || fail "$svc: Node/Info without a token: $out"
+	"$GRPCURL" -plaintext -H "authorization: bearer $HIVEMIND_TOKEN" -max-time 5 "127.0.0.1:$port" list >/dev/null 2>&1 && fail "$svc: answered plaintext"
 	echo "ok  $svc ($role) on 127.0.0.1:$port"
 done
 

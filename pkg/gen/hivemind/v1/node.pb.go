@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -222,11 +223,818 @@ func (x *Build) GetTime() string {
 	return ""
 }
 
+type NodePingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the node sending the ping.
+	From          string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePingRequest) Reset() {
+	*x = NodePingRequest{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePingRequest) ProtoMessage() {}
+
+func (x *NodePingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePingRequest.ProtoReflect.Descriptor instead.
+func (*NodePingRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NodePingRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type NodePingResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeName string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// Responder's clock when answering (for clock offset estimates).
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePingResponse) Reset() {
+	*x = NodePingResponse{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePingResponse) ProtoMessage() {}
+
+func (x *NodePingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePingResponse.ProtoReflect.Descriptor instead.
+func (*NodePingResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NodePingResponse) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *NodePingResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// Selector chooses the nodes that take part in a fan-out; all alive
+// members when empty.
+type Selector struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Roles         []string               `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	Nodes         []string               `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Selector) Reset() {
+	*x = Selector{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Selector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Selector) ProtoMessage() {}
+
+func (x *Selector) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Selector.ProtoReflect.Descriptor instead.
+func (*Selector) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Selector) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *Selector) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type PingRequestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Target node name.
+	Target   string    `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Selector *Selector `protobuf:"bytes,2,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Pings per node; default 3, at most 100.
+	Count uint32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// Per node; default 2s, at most 30s.
+	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingRequestRequest) Reset() {
+	*x = PingRequestRequest{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingRequestRequest) ProtoMessage() {}
+
+func (x *PingRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingRequestRequest.ProtoReflect.Descriptor instead.
+func (*PingRequestRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PingRequestRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *PingRequestRequest) GetSelector() *Selector {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *PingRequestRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PingRequestRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// PingRequestResponse is one node's measurement of the target.
+type PingRequestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node that measured.
+	Node     string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Target   string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Sent     uint32 `protobuf:"varint,3,opt,name=sent,proto3" json:"sent,omitempty"`
+	Received uint32 `protobuf:"varint,4,opt,name=received,proto3" json:"received,omitempty"`
+	// Fraction of pings lost, 0..1.
+	Loss   float64              `protobuf:"fixed64,5,opt,name=loss,proto3" json:"loss,omitempty"`
+	RttMin *durationpb.Duration `protobuf:"bytes,6,opt,name=rtt_min,json=rttMin,proto3" json:"rtt_min,omitempty"`
+	RttAvg *durationpb.Duration `protobuf:"bytes,7,opt,name=rtt_avg,json=rttAvg,proto3" json:"rtt_avg,omitempty"`
+	RttMax *durationpb.Duration `protobuf:"bytes,8,opt,name=rtt_max,json=rttMax,proto3" json:"rtt_max,omitempty"`
+	// RTT of the last SWIM probe of the target, when gossip measured one.
+	SwimRtt *durationpb.Duration `protobuf:"bytes,9,opt,name=swim_rtt,json=swimRtt,proto3" json:"swim_rtt,omitempty"`
+	Error   string               `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// The node did not answer within the timeout.
+	TimedOut      bool `protobuf:"varint,11,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingRequestResponse) Reset() {
+	*x = PingRequestResponse{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingRequestResponse) ProtoMessage() {}
+
+func (x *PingRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingRequestResponse.ProtoReflect.Descriptor instead.
+func (*PingRequestResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PingRequestResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PingRequestResponse) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *PingRequestResponse) GetSent() uint32 {
+	if x != nil {
+		return x.Sent
+	}
+	return 0
+}
+
+func (x *PingRequestResponse) GetReceived() uint32 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *PingRequestResponse) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *PingRequestResponse) GetRttMin() *durationpb.Duration {
+	if x != nil {
+		return x.RttMin
+	}
+	return nil
+}
+
+func (x *PingRequestResponse) GetRttAvg() *durationpb.Duration {
+	if x != nil {
+		return x.RttAvg
+	}
+	return nil
+}
+
+func (x *PingRequestResponse) GetRttMax() *durationpb.Duration {
+	if x != nil {
+		return x.RttMax
+	}
+	return nil
+}
+
+func (x *PingRequestResponse) GetSwimRtt() *durationpb.Duration {
+	if x != nil {
+		return x.SwimRtt
+	}
+	return nil
+}
+
+func (x *PingRequestResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PingRequestResponse) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+type NodeProbeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version, load, disk, time, or an exec probe from the host's config.
+	Name          string            `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Args          map[string]string `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeProbeRequest) Reset() {
+	*x = NodeProbeRequest{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeProbeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeProbeRequest) ProtoMessage() {}
+
+func (x *NodeProbeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeProbeRequest.ProtoReflect.Descriptor instead.
+func (*NodeProbeRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *NodeProbeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeProbeRequest) GetArgs() map[string]string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+type NodeProbeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeName      string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Probe         string                 `protobuf:"bytes,2,opt,name=probe,proto3" json:"probe,omitempty"`
+	Data          *structpb.Struct       `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeProbeResponse) Reset() {
+	*x = NodeProbeResponse{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeProbeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeProbeResponse) ProtoMessage() {}
+
+func (x *NodeProbeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeProbeResponse.ProtoReflect.Descriptor instead.
+func (*NodeProbeResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NodeProbeResponse) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *NodeProbeResponse) GetProbe() string {
+	if x != nil {
+		return x.Probe
+	}
+	return ""
+}
+
+func (x *NodeProbeResponse) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type ProbeRequestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Target        string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Probe         string                 `protobuf:"bytes,2,opt,name=probe,proto3" json:"probe,omitempty"`
+	Args          map[string]string      `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Selector      *Selector              `protobuf:"bytes,4,opt,name=selector,proto3" json:"selector,omitempty"`
+	Timeout       *durationpb.Duration   `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeRequestRequest) Reset() {
+	*x = ProbeRequestRequest{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeRequestRequest) ProtoMessage() {}
+
+func (x *ProbeRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeRequestRequest.ProtoReflect.Descriptor instead.
+func (*ProbeRequestRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ProbeRequestRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *ProbeRequestRequest) GetProbe() string {
+	if x != nil {
+		return x.Probe
+	}
+	return ""
+}
+
+func (x *ProbeRequestRequest) GetArgs() map[string]string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *ProbeRequestRequest) GetSelector() *Selector {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *ProbeRequestRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// ProbeRequestResponse is one node's probe of the target.
+type ProbeRequestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Response      *NodeProbeResponse     `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	Rtt           *durationpb.Duration   `protobuf:"bytes,4,opt,name=rtt,proto3" json:"rtt,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	TimedOut      bool                   `protobuf:"varint,6,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeRequestResponse) Reset() {
+	*x = ProbeRequestResponse{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeRequestResponse) ProtoMessage() {}
+
+func (x *ProbeRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeRequestResponse.ProtoReflect.Descriptor instead.
+func (*ProbeRequestResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProbeRequestResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ProbeRequestResponse) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *ProbeRequestResponse) GetResponse() *NodeProbeResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *ProbeRequestResponse) GetRtt() *durationpb.Duration {
+	if x != nil {
+		return x.Rtt
+	}
+	return nil
+}
+
+func (x *ProbeRequestResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ProbeRequestResponse) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+type EstimateRTTRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	A             string                 `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B             string                 `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EstimateRTTRequest) Reset() {
+	*x = EstimateRTTRequest{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EstimateRTTRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EstimateRTTRequest) ProtoMessage() {}
+
+func (x *EstimateRTTRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EstimateRTTRequest.ProtoReflect.Descriptor instead.
+func (*EstimateRTTRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EstimateRTTRequest) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *EstimateRTTRequest) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
+// Coordinate is a Vivaldi network coordinate.
+type Coordinate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vec           []float64              `protobuf:"fixed64,1,rep,packed,name=vec,proto3" json:"vec,omitempty"`
+	Error         float64                `protobuf:"fixed64,2,opt,name=error,proto3" json:"error,omitempty"`
+	Adjustment    float64                `protobuf:"fixed64,3,opt,name=adjustment,proto3" json:"adjustment,omitempty"`
+	Height        float64                `protobuf:"fixed64,4,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Coordinate) Reset() {
+	*x = Coordinate{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Coordinate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Coordinate) ProtoMessage() {}
+
+func (x *Coordinate) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Coordinate.ProtoReflect.Descriptor instead.
+func (*Coordinate) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Coordinate) GetVec() []float64 {
+	if x != nil {
+		return x.Vec
+	}
+	return nil
+}
+
+func (x *Coordinate) GetError() float64 {
+	if x != nil {
+		return x.Error
+	}
+	return 0
+}
+
+func (x *Coordinate) GetAdjustment() float64 {
+	if x != nil {
+		return x.Adjustment
+	}
+	return 0
+}
+
+func (x *Coordinate) GetHeight() float64 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type EstimateRTTResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rtt           *durationpb.Duration   `protobuf:"bytes,1,opt,name=rtt,proto3" json:"rtt,omitempty"`
+	A             *Coordinate            `protobuf:"bytes,2,opt,name=a,proto3" json:"a,omitempty"`
+	B             *Coordinate            `protobuf:"bytes,3,opt,name=b,proto3" json:"b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EstimateRTTResponse) Reset() {
+	*x = EstimateRTTResponse{}
+	mi := &file_hivemind_v1_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EstimateRTTResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EstimateRTTResponse) ProtoMessage() {}
+
+func (x *EstimateRTTResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EstimateRTTResponse.ProtoReflect.Descriptor instead.
+func (*EstimateRTTResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_node_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EstimateRTTResponse) GetRtt() *durationpb.Duration {
+	if x != nil {
+		return x.Rtt
+	}
+	return nil
+}
+
+func (x *EstimateRTTResponse) GetA() *Coordinate {
+	if x != nil {
+		return x.A
+	}
+	return nil
+}
+
+func (x *EstimateRTTResponse) GetB() *Coordinate {
+	if x != nil {
+		return x.B
+	}
+	return nil
+}
+
 var File_hivemind_v1_node_proto protoreflect.FileDescriptor
 
 const file_hivemind_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x16hivemind/v1/node.proto\x12\vhivemind.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\r\n" +
+	"\x16hivemind/v1/node.proto\x12\vhivemind.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\r\n" +
 	"\vInfoRequest\"\x94\x02\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x1b\n" +
@@ -241,9 +1049,81 @@ const file_hivemind_v1_node_proto_rawDesc = "" +
 	"\x06commit\x18\x01 \x01(\tR\x06commit\x12\x1d\n" +
 	"\n" +
 	"go_version\x18\x02 \x01(\tR\tgoVersion\x12\x12\n" +
-	"\x04time\x18\x03 \x01(\tR\x04time2C\n" +
+	"\x04time\x18\x03 \x01(\tR\x04time\"%\n" +
+	"\x0fNodePingRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\"_\n" +
+	"\x10NodePingResponse\x12\x1b\n" +
+	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"6\n" +
+	"\bSelector\x12\x14\n" +
+	"\x05roles\x18\x01 \x03(\tR\x05roles\x12\x14\n" +
+	"\x05nodes\x18\x02 \x03(\tR\x05nodes\"\xaa\x01\n" +
+	"\x12PingRequestRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x121\n" +
+	"\bselector\x18\x02 \x01(\v2\x15.hivemind.v1.SelectorR\bselector\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\rR\x05count\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x8a\x03\n" +
+	"\x13PingRequestResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
+	"\x04sent\x18\x03 \x01(\rR\x04sent\x12\x1a\n" +
+	"\breceived\x18\x04 \x01(\rR\breceived\x12\x12\n" +
+	"\x04loss\x18\x05 \x01(\x01R\x04loss\x122\n" +
+	"\artt_min\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06rttMin\x122\n" +
+	"\artt_avg\x18\a \x01(\v2\x19.google.protobuf.DurationR\x06rttAvg\x122\n" +
+	"\artt_max\x18\b \x01(\v2\x19.google.protobuf.DurationR\x06rttMax\x124\n" +
+	"\bswim_rtt\x18\t \x01(\v2\x19.google.protobuf.DurationR\aswimRtt\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x12\x1b\n" +
+	"\ttimed_out\x18\v \x01(\bR\btimedOut\"\x9c\x01\n" +
+	"\x10NodeProbeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
+	"\x04args\x18\x02 \x03(\v2'.hivemind.v1.NodeProbeRequest.ArgsEntryR\x04args\x1a7\n" +
+	"\tArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"s\n" +
+	"\x11NodeProbeResponse\x12\x1b\n" +
+	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x14\n" +
+	"\x05probe\x18\x02 \x01(\tR\x05probe\x12+\n" +
+	"\x04data\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x04data\"\xa4\x02\n" +
+	"\x13ProbeRequestRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
+	"\x05probe\x18\x02 \x01(\tR\x05probe\x12>\n" +
+	"\x04args\x18\x03 \x03(\v2*.hivemind.v1.ProbeRequestRequest.ArgsEntryR\x04args\x121\n" +
+	"\bselector\x18\x04 \x01(\v2\x15.hivemind.v1.SelectorR\bselector\x123\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x1a7\n" +
+	"\tArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xde\x01\n" +
+	"\x14ProbeRequestResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12:\n" +
+	"\bresponse\x18\x03 \x01(\v2\x1e.hivemind.v1.NodeProbeResponseR\bresponse\x12+\n" +
+	"\x03rtt\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03rtt\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1b\n" +
+	"\ttimed_out\x18\x06 \x01(\bR\btimedOut\"0\n" +
+	"\x12EstimateRTTRequest\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\"l\n" +
+	"\n" +
+	"Coordinate\x12\x10\n" +
+	"\x03vec\x18\x01 \x03(\x01R\x03vec\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\x01R\x05error\x12\x1e\n" +
+	"\n" +
+	"adjustment\x18\x03 \x01(\x01R\n" +
+	"adjustment\x12\x16\n" +
+	"\x06height\x18\x04 \x01(\x01R\x06height\"\x90\x01\n" +
+	"\x13EstimateRTTResponse\x12+\n" +
+	"\x03rtt\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03rtt\x12%\n" +
+	"\x01a\x18\x02 \x01(\v2\x17.hivemind.v1.CoordinateR\x01a\x12%\n" +
+	"\x01b\x18\x03 \x01(\v2\x17.hivemind.v1.CoordinateR\x01b2\xcd\x03\n" +
 	"\x04Node\x12;\n" +
-	"\x04Info\x12\x18.hivemind.v1.InfoRequest\x1a\x19.hivemind.v1.InfoResponseB\xa6\x01\n" +
+	"\x04Info\x12\x18.hivemind.v1.InfoRequest\x1a\x19.hivemind.v1.InfoResponse\x12C\n" +
+	"\x04Ping\x12\x1c.hivemind.v1.NodePingRequest\x1a\x1d.hivemind.v1.NodePingResponse\x12R\n" +
+	"\vPingRequest\x12\x1f.hivemind.v1.PingRequestRequest\x1a .hivemind.v1.PingRequestResponse0\x01\x12F\n" +
+	"\x05Probe\x12\x1d.hivemind.v1.NodeProbeRequest\x1a\x1e.hivemind.v1.NodeProbeResponse\x12U\n" +
+	"\fProbeRequest\x12 .hivemind.v1.ProbeRequestRequest\x1a!.hivemind.v1.ProbeRequestResponse0\x01\x12P\n" +
+	"\vEstimateRTT\x12\x1f.hivemind.v1.EstimateRTTRequest\x1a .hivemind.v1.EstimateRTTResponseB\xa6\x01\n" +
 	"\x0fcom.hivemind.v1B\tNodeProtoP\x01Z;github.com/hivemind/hivemind/pkg/gen/hivemind/v1;hivemindv1\xa2\x02\x03HXX\xaa\x02\vHivemind.V1\xca\x02\vHivemind\\V1\xe2\x02\x17Hivemind\\V1\\GPBMetadata\xea\x02\fHivemind::V1b\x06proto3"
 
 var (
@@ -258,25 +1138,67 @@ func file_hivemind_v1_node_proto_rawDescGZIP() []byte {
 	return file_hivemind_v1_node_proto_rawDescData
 }
 
-var file_hivemind_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_hivemind_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_hivemind_v1_node_proto_goTypes = []any{
 	(*InfoRequest)(nil),           // 0: hivemind.v1.InfoRequest
 	(*InfoResponse)(nil),          // 1: hivemind.v1.InfoResponse
 	(*Build)(nil),                 // 2: hivemind.v1.Build
-	(*durationpb.Duration)(nil),   // 3: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*NodePingRequest)(nil),       // 3: hivemind.v1.NodePingRequest
+	(*NodePingResponse)(nil),      // 4: hivemind.v1.NodePingResponse
+	(*Selector)(nil),              // 5: hivemind.v1.Selector
+	(*PingRequestRequest)(nil),    // 6: hivemind.v1.PingRequestRequest
+	(*PingRequestResponse)(nil),   // 7: hivemind.v1.PingRequestResponse
+	(*NodeProbeRequest)(nil),      // 8: hivemind.v1.NodeProbeRequest
+	(*NodeProbeResponse)(nil),     // 9: hivemind.v1.NodeProbeResponse
+	(*ProbeRequestRequest)(nil),   // 10: hivemind.v1.ProbeRequestRequest
+	(*ProbeRequestResponse)(nil),  // 11: hivemind.v1.ProbeRequestResponse
+	(*EstimateRTTRequest)(nil),    // 12: hivemind.v1.EstimateRTTRequest
+	(*Coordinate)(nil),            // 13: hivemind.v1.Coordinate
+	(*EstimateRTTResponse)(nil),   // 14: hivemind.v1.EstimateRTTResponse
+	nil,                           // 15: hivemind.v1.NodeProbeRequest.ArgsEntry
+	nil,                           // 16: hivemind.v1.ProbeRequestRequest.ArgsEntry
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
 }
 var file_hivemind_v1_node_proto_depIdxs = []int32{
-	2, // 0: hivemind.v1.InfoResponse.build:type_name -> hivemind.v1.Build
-	3, // 1: hivemind.v1.InfoResponse.uptime:type_name -> google.protobuf.Duration
-	4, // 2: hivemind.v1.InfoResponse.started_at:type_name -> google.protobuf.Timestamp
-	0, // 3: hivemind.v1.Node.Info:input_type -> hivemind.v1.InfoRequest
-	1, // 4: hivemind.v1.Node.Info:output_type -> hivemind.v1.InfoResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	2,  // 0: hivemind.v1.InfoResponse.build:type_name -> hivemind.v1.Build
+	17, // 1: hivemind.v1.InfoResponse.uptime:type_name -> google.protobuf.Duration
+	18, // 2: hivemind.v1.InfoResponse.started_at:type_name -> google.protobuf.Timestamp
+	18, // 3: hivemind.v1.NodePingResponse.time:type_name -> google.protobuf.Timestamp
+	5,  // 4: hivemind.v1.PingRequestRequest.selector:type_name -> hivemind.v1.Selector
+	17, // 5: hivemind.v1.PingRequestRequest.timeout:type_name -> google.protobuf.Duration
+	17, // 6: hivemind.v1.PingRequestResponse.rtt_min:type_name -> google.protobuf.Duration
+	17, // 7: hivemind.v1.PingRequestResponse.rtt_avg:type_name -> google.protobuf.Duration
+	17, // 8: hivemind.v1.PingRequestResponse.rtt_max:type_name -> google.protobuf.Duration
+	17, // 9: hivemind.v1.PingRequestResponse.swim_rtt:type_name -> google.protobuf.Duration
+	15, // 10: hivemind.v1.NodeProbeRequest.args:type_name -> hivemind.v1.NodeProbeRequest.ArgsEntry
+	19, // 11: hivemind.v1.NodeProbeResponse.data:type_name -> google.protobuf.Struct
+	16, // 12: hivemind.v1.ProbeRequestRequest.args:type_name -> hivemind.v1.ProbeRequestRequest.ArgsEntry
+	5,  // 13: hivemind.v1.ProbeRequestRequest.selector:type_name -> hivemind.v1.Selector
+	17, // 14: hivemind.v1.ProbeRequestRequest.timeout:type_name -> google.protobuf.Duration
+	9,  // 15: hivemind.v1.ProbeRequestResponse.response:type_name -> hivemind.v1.NodeProbeResponse
+	17, // 16: hivemind.v1.ProbeRequestResponse.rtt:type_name -> google.protobuf.Duration
+	17, // 17: hivemind.v1.EstimateRTTResponse.rtt:type_name -> google.protobuf.Duration
+	13, // 18: hivemind.v1.EstimateRTTResponse.a:type_name -> hivemind.v1.Coordinate
+	13, // 19: hivemind.v1.EstimateRTTResponse.b:type_name -> hivemind.v1.Coordinate
+	0,  // 20: hivemind.v1.Node.Info:input_type -> hivemind.v1.InfoRequest
+	3,  // 21: hivemind.v1.Node.Ping:input_type -> hivemind.v1.NodePingRequest
+	6,  // 22: hivemind.v1.Node.PingRequest:input_type -> hivemind.v1.PingRequestRequest
+	8,  // 23: hivemind.v1.Node.Probe:input_type -> hivemind.v1.NodeProbeRequest
+	10, // 24: hivemind.v1.Node.ProbeRequest:input_type -> hivemind.v1.ProbeRequestRequest
+	12, // 25: hivemind.v1.Node.EstimateRTT:input_type -> hivemind.v1.EstimateRTTRequest
+	1,  // 26: hivemind.v1.Node.Info:output_type -> hivemind.v1.InfoResponse
+	4,  // 27: hivemind.v1.Node.Ping:output_type -> hivemind.v1.NodePingResponse
+	7,  // 28: hivemind.v1.Node.PingRequest:output_type -> hivemind.v1.PingRequestResponse
+	9,  // 29: hivemind.v1.Node.Probe:output_type -> hivemind.v1.NodeProbeResponse
+	11, // 30: hivemind.v1.Node.ProbeRequest:output_type -> hivemind.v1.ProbeRequestResponse
+	14, // 31: hivemind.v1.Node.EstimateRTT:output_type -> hivemind.v1.EstimateRTTResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_hivemind_v1_node_proto_init() }
@@ -290,7 +1212,7 @@ func file_hivemind_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hivemind_v1_node_proto_rawDesc), len(file_hivemind_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Node_Info_FullMethodName = "/hivemind.v1.Node/Info"
+	Node_Info_FullMethodName         = "/hivemind.v1.Node/Info"
+	Node_Ping_FullMethodName         = "/hivemind.v1.Node/Ping"
+	Node_PingRequest_FullMethodName  = "/hivemind.v1.Node/PingRequest"
+	Node_Probe_FullMethodName        = "/hivemind.v1.Node/Probe"
+	Node_ProbeRequest_FullMethodName = "/hivemind.v1.Node/ProbeRequest"
+	Node_EstimateRTT_FullMethodName  = "/hivemind.v1.Node/EstimateRTT"
 )
 
 // NodeClient is the client API for Node service.
@@ -30,6 +35,20 @@ const (
 type NodeClient interface {
 	// Info returns the role, node name, version, build and uptime of this process.
 	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
+	// Ping answers at once: the target side of a standard ping.
+	Ping(ctx context.Context, in *NodePingRequest, opts ...grpc.CallOption) (*NodePingResponse, error)
+	// PingRequest asks every selected node to ping a target (gRPC round
+	// trips and the SWIM probe RTT) and streams each node's result as it
+	// arrives; nodes that do not answer in time are reported as timed out.
+	PingRequest(ctx context.Context, in *PingRequestRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PingRequestResponse], error)
+	// Probe runs a named probe on this node and returns structured data.
+	Probe(ctx context.Context, in *NodeProbeRequest, opts ...grpc.CallOption) (*NodeProbeResponse, error)
+	// ProbeRequest asks every selected node to call a probe on a target and
+	// streams each node's result as it arrives.
+	ProbeRequest(ctx context.Context, in *ProbeRequestRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProbeRequestResponse], error)
+	// EstimateRTT estimates the round-trip time between two nodes from their
+	// network coordinates, without measuring.
+	EstimateRTT(ctx context.Context, in *EstimateRTTRequest, opts ...grpc.CallOption) (*EstimateRTTResponse, error)
 }
 
 type nodeClient struct {
@@ -50,6 +69,74 @@ func (c *nodeClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *nodeClient) Ping(ctx context.Context, in *NodePingRequest, opts ...grpc.CallOption) (*NodePingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodePingResponse)
+	err := c.cc.Invoke(ctx, Node_Ping_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) PingRequest(ctx context.Context, in *PingRequestRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PingRequestResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[0], Node_PingRequest_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PingRequestRequest, PingRequestResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_PingRequestClient = grpc.ServerStreamingClient[PingRequestResponse]
+
+func (c *nodeClient) Probe(ctx context.Context, in *NodeProbeRequest, opts ...grpc.CallOption) (*NodeProbeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeProbeResponse)
+	err := c.cc.Invoke(ctx, Node_Probe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) ProbeRequest(ctx context.Context, in *ProbeRequestRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ProbeRequestResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[1], Node_ProbeRequest_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ProbeRequestRequest, ProbeRequestResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_ProbeRequestClient = grpc.ServerStreamingClient[ProbeRequestResponse]
+
+func (c *nodeClient) EstimateRTT(ctx context.Context, in *EstimateRTTRequest, opts ...grpc.CallOption) (*EstimateRTTResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EstimateRTTResponse)
+	err := c.cc.Invoke(ctx, Node_EstimateRTT_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -58,6 +145,20 @@ func (c *nodeClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.Cal
 type NodeServer interface {
 	// Info returns the role, node name, version, build and uptime of this process.
 	Info(context.Context, *InfoRequest) (*InfoResponse, error)
+	// Ping answers at once: the target side of a standard ping.
+	Ping(context.Context, *NodePingRequest) (*NodePingResponse, error)
+	// PingRequest asks every selected node to ping a target (gRPC round
+	// trips and the SWIM probe RTT) and streams each node's result as it
+	// arrives; nodes that do not answer in time are reported as timed out.
+	PingRequest(*PingRequestRequest, grpc.ServerStreamingServer[PingRequestResponse]) error
+	// Probe runs a named probe on this node and returns structured data.
+	Probe(context.Context, *NodeProbeRequest) (*NodeProbeResponse, error)
+	// ProbeRequest asks every selected node to call a probe on a target and
+	// streams each node's result as it arrives.
+	ProbeRequest(*ProbeRequestRequest, grpc.ServerStreamingServer[ProbeRequestResponse]) error
+	// EstimateRTT estimates the round-trip time between two nodes from their
+	// network coordinates, without measuring.
+	EstimateRTT(context.Context, *EstimateRTTRequest) (*EstimateRTTResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -70,6 +171,21 @@ type UnimplementedNodeServer struct{}
 
 func (UnimplementedNodeServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Info not implemented")
+}
+func (UnimplementedNodeServer) Ping(context.Context, *NodePingRequest) (*NodePingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedNodeServer) PingRequest(*PingRequestRequest, grpc.ServerStreamingServer[PingRequestResponse]) error {
+	return status.Error(codes.Unimplemented, "method PingRequest not implemented")
+}
+func (UnimplementedNodeServer) Probe(context.Context, *NodeProbeRequest) (*NodeProbeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Probe not implemented")
+}
+func (UnimplementedNodeServer) ProbeRequest(*ProbeRequestRequest, grpc.ServerStreamingServer[ProbeRequestResponse]) error {
+	return status.Error(codes.Unimplemented, "method ProbeRequest not implemented")
+}
+func (UnimplementedNodeServer) EstimateRTT(context.Context, *EstimateRTTRequest) (*EstimateRTTResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EstimateRTT not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -110,6 +226,82 @@ func _Node_Info_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Ping_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodePingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Ping(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Ping_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Ping(ctx, req.(*NodePingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_PingRequest_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PingRequestRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NodeServer).PingRequest(m, &grpc.GenericServerStream[PingRequestRequest, PingRequestResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_PingRequestServer = grpc.ServerStreamingServer[PingRequestResponse]
+
+func _Node_Probe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeProbeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Probe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Probe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Probe(ctx, req.(*NodeProbeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_ProbeRequest_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ProbeRequestRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NodeServer).ProbeRequest(m, &grpc.GenericServerStream[ProbeRequestRequest, ProbeRequestResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_ProbeRequestServer = grpc.ServerStreamingServer[ProbeRequestResponse]
+
+func _Node_EstimateRTT_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EstimateRTTRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).EstimateRTT(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_EstimateRTT_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).EstimateRTT(ctx, req.(*EstimateRTTRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -121,7 +313,30 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Info",
 			Handler:    _Node_Info_Handler,
 		},
+		{
+			MethodName: "Ping",
+			Handler:    _Node_Ping_Handler,
+		},
+		{
+			MethodName: "Probe",
+			Handler:    _Node_Probe_Handler,
+		},
+		{
+			MethodName: "EstimateRTT",
+			Handler:    _Node_EstimateRTT_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PingRequest",
+			Handler:       _Node_PingRequest_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ProbeRequest",
+			Handler:       _Node_ProbeRequest_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "hivemind/v1/node.proto",
 }

@@ -4,30 +4,37 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/hivemind/hivemind/pkg/auth"
+	"github.com/hivemind/hivemind/pkg/cluster"
 	"github.com/hivemind/hivemind/pkg/daemon"
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/gossip"
+	"github.com/hivemind/hivemind/pkg/secret"
 	"github.com/hivemind/hivemind/services/controlplane/internal/api"
 	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
+	"github.com/hivemind/hivemind/services/controlplane/internal/members"
 	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode"
 	"github.com/hivemind/hivemind/services/controlplane/internal/replica"
 	"github.com/hivemind/hivemind/services/controlplane/internal/watch"
 )
 
 type flags struct {
-	cluster       string
-	join          bool
-	tick          time.Duration
-	electionTicks int
-	snapshotEvery uint64
-	maxRevisions  int64
-	maxWatches    int
+	cluster        string
+	join           bool
+	tick           time.Duration
+	electionTicks  int
+	snapshotEvery  uint64
+	maxRevisions   int64
+	maxWatches     int
+	reconcileEvery time.Duration
 }
 
 func main() {
@@ -39,7 +46,8 @@ func main() {
 		DefaultGRPCAddr:    "127.0.0.1:7000",
 		DefaultMetricsAddr: "127.0.0.1:9100",
 		// Raft snapshots travel as one message.
-		MaxRecvMsgSize: raftnode.MaxMessageSize,
+		MaxRecvMsgSize:    raftnode.MaxMessageSize,
+		DefaultGossipAddr: "127.0.0.1:7946",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&f.cluster, "initial-cluster", "", "the control-plane members as name=host:port,… (this node included); used on first start")
 			fs.BoolVar(&f.join, "join", false, "join a running cluster (after MemberAdd) instead of bootstrapping a new one")
@@ -48,6 +56,7 @@ func main() {
 			fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "applied entries between raft snapshots")
 			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
+			fs.DurationVar(&f.reconcileEvery, "reconcile-interval", 5*time.Second, "how often the leader compares the member registry with gossip in full (gossip events also trigger it)")
 		},
 		Start: func(ctx context.Context, env *daemon.Env) (func(context.Context) error, error) {
 			return start(ctx, env, f)
@@ -74,16 +83,16 @@ func parseCluster(s string) ([]*hivemindv1.Member, error) {
 }
 
 func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context) error, error) {
-	members, err := parseCluster(f.cluster)
+	peers, err := parseCluster(f.cluster)
 	if err != nil {
 		return nil, err
 	}
-	if len(members) == 0 && !f.join {
-		members = []*hivemindv1.Member{{Name: env.Common.NodeName, PeerAddress: env.Common.AdvertiseAddr, GrpcAddress: env.Common.AdvertiseAddr}}
+	if len(peers) == 0 && !f.join {
+		peers = []*hivemindv1.Member{{Name: env.Common.NodeName, PeerAddress: env.Common.AdvertiseAddr, GrpcAddress: env.Common.AdvertiseAddr}}
 	}
 	r, err := replica.New(replica.Config{
 		Name:    env.Common.NodeName,
-		Cluster: members,
+		Cluster: peers,
 		Raft: raftnode.Config{
 			DataDir:       filepath.Join(env.Common.DataDir, "raft"),
 			Join:          f.join,
@@ -91,18 +100,47 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 			ElectionTicks: f.electionTicks,
 			SnapshotEvery: f.snapshotEvery,
 		},
-		FSM:    fsm.Config{MaxRevisions: f.maxRevisions},
-		Watch:  watch.Config{MaxWatches: f.maxWatches},
+		FSM:   fsm.Config{MaxRevisions: f.maxRevisions},
+		Watch: watch.Config{MaxWatches: f.maxWatches},
+		// Raft streams and forwarded writes go to the other members as this
+		// node: TLS when configured, authenticated with the cluster secret.
+		Dial:   env.Client,
 		Logger: env.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	hivemindv1.RegisterControlPlaneServer(env.Server.GRPC(), api.New(r, r.Hub()))
+	hivemindv1.RegisterControlPlaneServer(env.Server.GRPC(), api.New(r, r.Hub(), ownership{}))
 	raftv1.RegisterRaftServer(env.Server.GRPC(), r.RaftService())
+
+	// Membership: this node joins the registry it serves, gossips, and
+	// while it leads, reconciles gossip into the registry.
+	var node *cluster.Node
+	rec := members.NewReconciler(members.ReconcilerConfig{
+		Store:    r,
+		IsLeader: r.Node().IsLeader,
+		Gossip:   members.ObserverFunc(func() map[string]members.Observation { return members.Observe(node.Agent()) }),
+		Interval: f.reconcileEvery,
+		Logger:   env.Logger,
+	})
+	local := &members.Local{Store: r, Hub: r.Hub(), TicketKey: env.Secret.Key(secret.PurposeTicket)}
+	node, err = env.NewClusterNode("controlplane", daemon.ClusterOptions{
+		Local: local,
+		Epoch: r.Machine().Epoch,
+		Tune:  func(c *cluster.NodeConfig) { c.OnGossip = func(gossip.Event) { rec.Poke() } },
+	})
+	if err != nil {
+		_ = r.Stop(ctx)
+		return nil, err
+	}
 	r.Start()
+	node.Start(ctx)
+	go rec.Run(ctx)
 	go serveOnceLed(ctx, env, r)
-	return r.Stop, nil
+	return func(ctx context.Context) error {
+		// The leave is committed while this member still takes part.
+		return errors.Join(node.Stop(ctx), r.Stop(ctx))
+	}, nil
 }
 
 // serveOnceLed reports SERVING once this member has seen a leader, so that
@@ -120,4 +158,16 @@ func serveOnceLed(ctx context.Context, env *daemon.Env, r *replica.Replica) {
 		}
 	}
 	env.Server.SetServing(true, "hivemind.v1.ControlPlane")
+}
+
+// ownership applies the auth package's rules to control-plane writes: a
+// node writes under /nodes/ only its own /nodes/<name>/.
+type ownership struct{}
+
+func (ownership) CheckKeyWrite(ctx context.Context, key string) error {
+	return auth.CheckKeyWrite(ctx, key)
+}
+
+func (ownership) CheckPrefixWrite(ctx context.Context, prefix string) error {
+	return auth.CheckPrefixWrite(ctx, prefix)
 }

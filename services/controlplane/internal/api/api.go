@@ -36,20 +36,71 @@ type Store interface {
 	MemberRemove(ctx context.Context, req *hivemindv1.MemberRemoveRequest) error
 }
 
+// WriteGuard decides whether the caller in ctx may write a key, or every
+// key under a prefix; it returns a status error (PERMISSION_DENIED) when
+// not. The binary uses the auth package's ownership rules (a node writes
+// only its own /nodes/<name>/).
+type WriteGuard interface {
+	CheckKeyWrite(ctx context.Context, key string) error
+	CheckPrefixWrite(ctx context.Context, prefix string) error
+}
+
 // Server implements hivemindv1.ControlPlaneServer.
 type Server struct {
 	hivemindv1.UnimplementedControlPlaneServer
 	store Store
 	hub   *watch.Hub
+	guard WriteGuard
 }
 
-// New returns the API over store, serving watches from hub.
-func New(store Store, hub *watch.Hub) *Server {
-	return &Server{store: store, hub: hub}
+// New returns the API over store, serving watches from hub. A nil guard
+// lets every authenticated caller write every key.
+func New(store Store, hub *watch.Hub, guard WriteGuard) *Server {
+	return &Server{store: store, hub: hub, guard: guard}
 }
 
-// toStatus chooses the gRPC status for an error from inside.
-func toStatus(err error) error {
+// checkWrites applies the guard to every key a write names, before
+// anything is proposed, so a refused write changes nothing.
+func (s *Server) checkWrites(ctx context.Context, keys []string, prefixes []string) error {
+	if s.guard == nil {
+		return nil
+	}
+	for _, k := range keys {
+		if err := s.guard.CheckKeyWrite(ctx, k); err != nil {
+			return err
+		}
+	}
+	for _, p := range prefixes {
+		if err := s.guard.CheckPrefixWrite(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// txnWrites lists the keys and prefixes a transaction may write, in both
+// branches.
+func txnWrites(req *hivemindv1.TxnRequest) (keys, prefixes []string) {
+	for _, ops := range [][]*hivemindv1.TxnOp{req.GetSuccess(), req.GetFailure()} {
+		for _, op := range ops {
+			switch o := op.GetOp().(type) {
+			case *hivemindv1.TxnOp_Put:
+				keys = append(keys, o.Put.GetKey())
+			case *hivemindv1.TxnOp_Delete:
+				if o.Delete.GetPrefix() {
+					prefixes = append(prefixes, o.Delete.GetKey())
+				} else {
+					keys = append(keys, o.Delete.GetKey())
+				}
+			}
+		}
+	}
+	return keys, prefixes
+}
+
+// ToStatus chooses the gRPC status for an error from inside the control
+// plane; every gRPC edge of the control plane uses it.
+func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -80,15 +131,26 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-// propose validates cmd, replicates it and turns a rejection recorded in
-// the result into a status error.
+// propose is Propose through the server's store.
 func (s *Server) propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Result, error) {
+	return Propose(ctx, s.store, cmd)
+}
+
+// Proposer replicates a command (Store, the replica).
+type Proposer interface {
+	Propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Result, error)
+}
+
+// Propose validates cmd, replicates it through p and turns a rejection
+// recorded in the result into a status error: how every gRPC edge of the
+// control plane writes.
+func Propose(ctx context.Context, p Proposer, cmd *raftv1.Command) (*raftv1.Result, error) {
 	if err := fsm.ValidateCommand(cmd); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
-	res, err := s.store.Propose(ctx, cmd)
+	res, err := p.Propose(ctx, cmd)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if res.GetCode() != 0 {
 		return nil, status.Error(codes.Code(res.GetCode()), res.GetMessage())
@@ -111,13 +173,13 @@ func (s *Server) read(ctx context.Context, stale bool) error {
 	if stale {
 		return nil
 	}
-	return toStatus(s.store.ReadIndex(ctx))
+	return ToStatus(s.store.ReadIndex(ctx))
 }
 
 // Status implements hivemindv1.ControlPlaneServer.
 func (s *Server) Status(ctx context.Context, _ *hivemindv1.StatusRequest) (*hivemindv1.StatusResponse, error) {
 	st, err := s.store.Status(ctx)
-	return st, toStatus(err)
+	return st, ToStatus(err)
 }
 
 // AppendEvent implements hivemindv1.ControlPlaneServer.
@@ -133,6 +195,9 @@ func (s *Server) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventReq
 
 // Put implements hivemindv1.ControlPlaneServer.
 func (s *Server) Put(ctx context.Context, req *hivemindv1.PutRequest) (*hivemindv1.PutResponse, error) {
+	if err := s.checkWrites(ctx, []string{req.GetKey()}, nil); err != nil {
+		return nil, err
+	}
 	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_Put{Put: req}})
 	if err != nil {
 		return nil, err
@@ -144,6 +209,13 @@ func (s *Server) Put(ctx context.Context, req *hivemindv1.PutRequest) (*hivemind
 
 // Delete implements hivemindv1.ControlPlaneServer.
 func (s *Server) Delete(ctx context.Context, req *hivemindv1.DeleteRequest) (*hivemindv1.DeleteResponse, error) {
+	keys, prefixes := []string{req.GetKey()}, []string(nil)
+	if req.GetPrefix() {
+		keys, prefixes = nil, keys
+	}
+	if err := s.checkWrites(ctx, keys, prefixes); err != nil {
+		return nil, err
+	}
 	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_Delete{Delete: req}})
 	if err != nil {
 		return nil, err
@@ -155,6 +227,10 @@ func (s *Server) Delete(ctx context.Context, req *hivemindv1.DeleteRequest) (*hi
 
 // Txn implements hivemindv1.ControlPlaneServer.
 func (s *Server) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemindv1.TxnResponse, error) {
+	keys, prefixes := txnWrites(req)
+	if err := s.checkWrites(ctx, keys, prefixes); err != nil {
+		return nil, err
+	}
 	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_Txn{Txn: req}})
 	if err != nil {
 		return nil, err
@@ -211,7 +287,7 @@ func (s *Server) Compact(ctx context.Context, req *hivemindv1.CompactRequest) (*
 // Get implements hivemindv1.ControlPlaneServer.
 func (s *Server) Get(ctx context.Context, req *hivemindv1.GetRequest) (*hivemindv1.GetResponse, error) {
 	if err := fsm.ValidateGet(req); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if err := s.read(ctx, req.GetStale()); err != nil {
 		return nil, err
@@ -224,7 +300,7 @@ func (s *Server) Get(ctx context.Context, req *hivemindv1.GetRequest) (*hivemind
 // Range implements hivemindv1.ControlPlaneServer.
 func (s *Server) Range(ctx context.Context, req *hivemindv1.RangeRequest) (*hivemindv1.RangeResponse, error) {
 	if err := fsm.ValidateRange(req); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if err := s.read(ctx, req.GetStale()); err != nil {
 		return nil, err
@@ -241,18 +317,18 @@ func (s *Server) Watch(req *hivemindv1.WatchRequest, stream hivemindv1.ControlPl
 		// ahead of this member, which can lag the leader a little. Catch up
 		// with the cluster before calling the revision one from the future.
 		if err := s.store.ReadIndex(stream.Context()); err != nil {
-			return toStatus(err)
+			return ToStatus(err)
 		}
 		rev = s.store.Machine().Revision()
 	}
 	if err := fsm.ValidateWatch(req, rev); err != nil {
-		return toStatus(err)
+		return ToStatus(err)
 	}
 	err := s.hub.Serve(stream.Context(), req, stream.Send)
 	if stream.Context().Err() != nil {
 		return nil
 	}
-	return toStatus(err)
+	return ToStatus(err)
 }
 
 // MemberAdd implements hivemindv1.ControlPlaneServer.
@@ -265,7 +341,7 @@ func (s *Server) MemberAdd(ctx context.Context, req *hivemindv1.MemberAddRequest
 	}
 	m, err := s.store.MemberAdd(ctx, req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &hivemindv1.MemberAddResponse{Header: s.store.Header(s.store.Machine().Revision(), false), Member: m, Members: s.store.Members()}, nil
 }
@@ -276,7 +352,7 @@ func (s *Server) MemberRemove(ctx context.Context, req *hivemindv1.MemberRemoveR
 		return nil, status.Error(codes.InvalidArgument, "invalid id: give id or name")
 	}
 	if err := s.store.MemberRemove(ctx, req); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &hivemindv1.MemberRemoveResponse{Header: s.store.Header(s.store.Machine().Revision(), false), Members: s.store.Members()}, nil
 }

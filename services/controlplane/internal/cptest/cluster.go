@@ -34,6 +34,8 @@ type Options struct {
 	FSM fsm.Config
 	// Logger; default discards.
 	Logger *slog.Logger
+	// Guard checks writes at the API; nil allows every write.
+	Guard api.WriteGuard
 }
 
 // Cluster is a running in-process control plane.
@@ -124,7 +126,7 @@ func (c *Cluster) StartNode(i int) {
 		srv.Stop(context.Background())
 		c.t.Fatal(err)
 	}
-	hivemindv1.RegisterControlPlaneServer(srv.GRPC(), api.New(r, r.Hub()))
+	hivemindv1.RegisterControlPlaneServer(srv.GRPC(), api.New(r, r.Hub(), c.opts.Guard))
 	raftv1.RegisterRaftServer(srv.GRPC(), r.RaftService())
 	if c.Net != nil {
 		c.Net.Attach(replica.MemberID(n.Name), r.Node())

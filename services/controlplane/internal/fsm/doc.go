@@ -113,7 +113,9 @@
 //	event ttl           hops <= max_hops when max_hops > 0; valid expires_at
 //	txn                 at most 128 compares (MaxTxnCompares) and 128 ops
 //	                    per branch (MaxTxnOps); compare target and result
-//	                    not UNSPECIFIED; compare value at most 1 MiB
+//	                    not UNSPECIFIED; compare value at most 1 MiB; keys
+//	                    and values of all its compares and ops at most
+//	                    4 MiB together (MaxTxnBytes)
 //	intent key          key rules
 //	holder, source,     1..256 bytes (MaxHolderBytes); source and proposer
 //	proposer            may be empty

@@ -75,7 +75,10 @@ func (m *Machine) matching(key string, prefix bool) []*hivemindv1.KeyValue {
 		if !strings.HasPrefix(kv.Key, key) {
 			return false
 		}
-		out = append(out, kv)
+		// A prefix such as "/m" must not reach into the member registry.
+		if !reserved(kv.Key) {
+			out = append(out, kv)
+		}
 		return true
 	})
 	return out

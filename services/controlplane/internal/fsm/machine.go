@@ -200,8 +200,21 @@ func (m *Machine) dispatch(c *change, cmd *raftv1.Command) *raftv1.Result {
 	case *raftv1.Command_LeaderChange:
 		m.extendLeases(c.ts)
 		return &raftv1.Result{}
+	case *raftv1.Command_MemberJoin:
+		return memberResult(m.applyMemberJoin(c, op.MemberJoin))
+	case *raftv1.Command_MemberSetState:
+		return memberResult(m.applyMemberSetState(c, op.MemberSetState))
+	case *raftv1.Command_MemberLeave:
+		return memberResult(m.applyMemberLeave(c, op.MemberLeave))
 	}
 	return rejected(invalid("op", "unknown operation"))
+}
+
+func memberResult(mem *hivemindv1.ClusterMember, err error) *raftv1.Result {
+	if err != nil {
+		return rejected(err)
+	}
+	return &raftv1.Result{Response: &raftv1.Result_Member{Member: mem}}
 }
 
 // header describes the state after the command being applied; the revision

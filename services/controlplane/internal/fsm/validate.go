@@ -10,6 +10,7 @@ import (
 
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/registry"
 )
 
 // Limits on requests; see the package documentation.
@@ -21,7 +22,8 @@ const (
 	MaxAttachments         = 16
 	MaxTxnCompares         = 128
 	MaxTxnOps              = 128
-	MaxHolderBytes         = 256 // also bounds node names (source, proposer)
+	MaxTxnBytes            = 4 << 20 // keys, values and compare values of one txn together
+	MaxHolderBytes         = 256     // also bounds node names (source, proposer)
 	MaxIdempotencyKeyBytes = 128
 	DefaultRangeLimit      = 1000
 	MaxRangeLimit          = 10000
@@ -109,7 +111,7 @@ func ValidateCommand(cmd *raftv1.Command) error {
 		if op.Delete.GetPrefix() {
 			return validatePrefixDelete("key", op.Delete.GetKey())
 		}
-		return ValidateKey("key", op.Delete.GetKey())
+		return validateWritable("key", op.Delete.GetKey())
 	case *raftv1.Command_Txn:
 		return validateTxn(op.Txn)
 	case *raftv1.Command_AppendEvent:
@@ -139,6 +141,12 @@ func ValidateCommand(cmd *raftv1.Command) error {
 		return nil
 	case *raftv1.Command_LeaderChange:
 		return nil
+	case *raftv1.Command_MemberJoin:
+		return ValidateJoin(op.MemberJoin)
+	case *raftv1.Command_MemberSetState:
+		return validateSetState(op.MemberSetState)
+	case *raftv1.Command_MemberLeave:
+		return ValidateNodeName("name", op.MemberLeave.GetName())
 	case nil:
 		return invalid("op", "command has no operation")
 	default:
@@ -150,11 +158,23 @@ func validatePrefixDelete(field, key string) error {
 	if key == "" || key == "/" {
 		return invalid(field, "deleting every key with a prefix delete is not allowed; name a narrower prefix")
 	}
-	return ValidateKey(field, key)
+	return validateWritable(field, key)
+}
+
+// validateWritable checks a key a client writes: a valid key outside the
+// member registry.
+func validateWritable(field, key string) error {
+	if err := ValidateKey(field, key); err != nil {
+		return err
+	}
+	if reserved(key) {
+		return invalid(field, "%s is the member registry, written only by Membership Join and Leave", registry.Prefix)
+	}
+	return nil
 }
 
 func validatePut(path, key string, value []byte) error {
-	if err := ValidateKey(path+"key", key); err != nil {
+	if err := validateWritable(path+"key", key); err != nil {
 		return err
 	}
 	if len(value) > MaxValueBytes {
@@ -164,6 +184,9 @@ func validatePut(path, key string, value []byte) error {
 }
 
 func validateTxn(txn *hivemindv1.TxnRequest) error {
+	if n := txnBytes(txn); n > MaxTxnBytes {
+		return invalid("txn", "keys and values add up to %d bytes, at most %d", n, MaxTxnBytes)
+	}
 	if n := len(txn.GetCompares()); n > MaxTxnCompares {
 		return invalid("compares", "%d compares, at most %d", n, MaxTxnCompares)
 	}
@@ -201,7 +224,7 @@ func validateTxn(txn *hivemindv1.TxnRequest) error {
 				if o.Delete.GetPrefix() {
 					err = validatePrefixDelete(f+"delete.key", o.Delete.GetKey())
 				} else {
-					err = ValidateKey(f+"delete.key", o.Delete.GetKey())
+					err = validateWritable(f+"delete.key", o.Delete.GetKey())
 				}
 				if err != nil {
 					return err
@@ -216,6 +239,20 @@ func validateTxn(txn *hivemindv1.TxnRequest) error {
 		}
 	}
 	return nil
+}
+
+// txnBytes is the size of what a transaction carries (keys and values).
+func txnBytes(txn *hivemindv1.TxnRequest) int {
+	n := 0
+	for _, c := range txn.GetCompares() {
+		n += len(c.GetKey()) + len(c.GetValue())
+	}
+	for _, ops := range [][]*hivemindv1.TxnOp{txn.GetSuccess(), txn.GetFailure()} {
+		for _, op := range ops {
+			n += len(op.GetPut().GetKey()) + len(op.GetPut().GetValue()) + len(op.GetDelete().GetKey()) + len(op.GetGet().GetKey())
+		}
+	}
+	return n
 }
 
 func validEventType(t string) bool {

@@ -41,6 +41,8 @@ func TestValidateCommand(t *testing.T) {
 		{"txn compare target", txnCmd(&hivemindv1.TxnRequest{Compares: []*hivemindv1.Compare{{Key: "/a", Result: hivemindv1.Compare_RESULT_EQUAL}}}), "compares[0].target"},
 		{"txn compare result", txnCmd(&hivemindv1.TxnRequest{Compares: []*hivemindv1.Compare{{Key: "/a", Target: hivemindv1.Compare_TARGET_VALUE}}}), "compares[0].result"},
 		{"txn empty op", txnCmd(&hivemindv1.TxnRequest{Failure: []*hivemindv1.TxnOp{{}}}), "failure[0].op"},
+		{"txn too big in all", txnCmd(&hivemindv1.TxnRequest{Success: repeatBig(5), Failure: repeatBig(0)}), "txn"},
+		{"txn at the size limit", txnCmd(&hivemindv1.TxnRequest{Success: repeatBig(4)[:3], Failure: repeatBig(1)}), ""},
 		{"txn too many ops", txnCmd(&hivemindv1.TxnRequest{Success: make([]*hivemindv1.TxnOp, MaxTxnOps+1)}), "success"},
 		{"lease too short", claim("/i", "h", 0, time.Millisecond), "lease"},
 		{"lease too long", claim("/i", "h", 0, 2*time.Hour), "lease"},
@@ -122,6 +124,16 @@ func repeatCmp(n int) []*hivemindv1.Compare {
 	out := make([]*hivemindv1.Compare, n)
 	for i := range out {
 		out[i] = okCmp
+	}
+	return out
+}
+
+// repeatBig is n puts of values just under 1 MiB, so four fit in a txn
+// and five do not.
+func repeatBig(n int) []*hivemindv1.TxnOp {
+	out := make([]*hivemindv1.TxnOp, n)
+	for i := range out {
+		out[i] = tput("/a", strings.Repeat("v", MaxValueBytes-16))
 	}
 	return out
 }

@@ -284,6 +284,11 @@ func (r *Replica) forward(ctx context.Context, cmd *raftv1.Command) (*raftv1.Res
 	resp, err := raftv1.NewRaftClient(c).Forward(ctx, &raftv1.ForwardRequest{Command: cmd})
 	if err != nil {
 		if r.node.Leader() != lead {
+			// Say why when the leader went with the quorum (the usual
+			// reason a leader is lost), not just that it went.
+			if bad, why := r.node.Degraded(); bad {
+				return nil, fmt.Errorf("%w: %s (the leader %s was lost while forwarding)", ErrNoQuorum, why, name)
+			}
 			return nil, fmt.Errorf("%w: the leader %s was lost while forwarding; retry", ErrUnavailable, name)
 		}
 		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {

@@ -216,6 +216,9 @@ type Command struct {
 	//	*Command_ReleaseIntent
 	//	*Command_Compact
 	//	*Command_LeaderChange
+	//	*Command_MemberJoin
+	//	*Command_MemberSetState
+	//	*Command_MemberLeave
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -367,6 +370,33 @@ func (x *Command) GetLeaderChange() *LeaderChange {
 	return nil
 }
 
+func (x *Command) GetMemberJoin() *v1.JoinRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MemberJoin); ok {
+			return x.MemberJoin
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMemberSetState() *MemberSetState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MemberSetState); ok {
+			return x.MemberSetState
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMemberLeave() *v1.LeaveRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MemberLeave); ok {
+			return x.MemberLeave
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -407,6 +437,18 @@ type Command_LeaderChange struct {
 	LeaderChange *LeaderChange `protobuf:"bytes,18,opt,name=leader_change,json=leaderChange,proto3,oneof"`
 }
 
+type Command_MemberJoin struct {
+	MemberJoin *v1.JoinRequest `protobuf:"bytes,19,opt,name=member_join,json=memberJoin,proto3,oneof"`
+}
+
+type Command_MemberSetState struct {
+	MemberSetState *MemberSetState `protobuf:"bytes,20,opt,name=member_set_state,json=memberSetState,proto3,oneof"`
+}
+
+type Command_MemberLeave struct {
+	MemberLeave *v1.LeaveRequest `protobuf:"bytes,21,opt,name=member_leave,json=memberLeave,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -424,6 +466,12 @@ func (*Command_ReleaseIntent) isCommand_Op() {}
 func (*Command_Compact) isCommand_Op() {}
 
 func (*Command_LeaderChange) isCommand_Op() {}
+
+func (*Command_MemberJoin) isCommand_Op() {}
+
+func (*Command_MemberSetState) isCommand_Op() {}
+
+func (*Command_MemberLeave) isCommand_Op() {}
 
 // LeaderChange is proposed by a new leader; leases are extended from its
 // timestamp so that no lease runs out because leadership moved.
@@ -471,6 +519,71 @@ func (x *LeaderChange) GetLeader() string {
 	return ""
 }
 
+// MemberSetState records what gossip says of a member. Only the
+// control-plane leader proposes it; applying it is idempotent (no event
+// when the state and incarnation are unchanged).
+type MemberSetState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	State v1.MemberState         `protobuf:"varint,2,opt,name=state,proto3,enum=hivemind.v1.MemberState" json:"state,omitempty"`
+	// The generation gossip reports; an older one than the registry's is
+	// ignored, so a report about a node's previous life cannot fail it.
+	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberSetState) Reset() {
+	*x = MemberSetState{}
+	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberSetState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberSetState) ProtoMessage() {}
+
+func (x *MemberSetState) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberSetState.ProtoReflect.Descriptor instead.
+func (*MemberSetState) Descriptor() ([]byte, []int) {
+	return file_hivemind_raft_v1_raft_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MemberSetState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemberSetState) GetState() v1.MemberState {
+	if x != nil {
+		return x.State
+	}
+	return v1.MemberState(0)
+}
+
+func (x *MemberSetState) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 // Result is what applying a command produced.
 type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -489,6 +602,7 @@ type Result struct {
 	//	*Result_CompleteIntent
 	//	*Result_ReleaseIntent
 	//	*Result_Compact
+	//	*Result_Member
 	Response      isResult_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -496,7 +610,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[6]
+	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +622,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[6]
+	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +635,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_hivemind_raft_v1_raft_proto_rawDescGZIP(), []int{6}
+	return file_hivemind_raft_v1_raft_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Result) GetRevision() int64 {
@@ -624,6 +738,15 @@ func (x *Result) GetCompact() *v1.CompactResponse {
 	return nil
 }
 
+func (x *Result) GetMember() *v1.ClusterMember {
+	if x != nil {
+		if x, ok := x.Response.(*Result_Member); ok {
+			return x.Member
+		}
+	}
+	return nil
+}
+
 type isResult_Response interface {
 	isResult_Response()
 }
@@ -660,6 +783,11 @@ type Result_Compact struct {
 	Compact *v1.CompactResponse `protobuf:"bytes,17,opt,name=compact,proto3,oneof"`
 }
 
+type Result_Member struct {
+	// The member after a join, state change or leave.
+	Member *v1.ClusterMember `protobuf:"bytes,18,opt,name=member,proto3,oneof"`
+}
+
 func (*Result_Put) isResult_Response() {}
 
 func (*Result_Delete) isResult_Response() {}
@@ -675,6 +803,8 @@ func (*Result_CompleteIntent) isResult_Response() {}
 func (*Result_ReleaseIntent) isResult_Response() {}
 
 func (*Result_Compact) isResult_Response() {}
+
+func (*Result_Member) isResult_Response() {}
 
 // Snapshot is the whole state machine.
 type Snapshot struct {
@@ -696,7 +826,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +838,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[7]
+	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +851,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_hivemind_raft_v1_raft_proto_rawDescGZIP(), []int{7}
+	return file_hivemind_raft_v1_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Snapshot) GetRevision() int64 {
@@ -798,7 +928,7 @@ type Applied struct {
 
 func (x *Applied) Reset() {
 	*x = Applied{}
-	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +940,7 @@ func (x *Applied) String() string {
 func (*Applied) ProtoMessage() {}
 
 func (x *Applied) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[8]
+	mi := &file_hivemind_raft_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +953,7 @@ func (x *Applied) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Applied.ProtoReflect.Descriptor instead.
 func (*Applied) Descriptor() ([]byte, []int) {
-	return file_hivemind_raft_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_hivemind_raft_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Applied) GetIdempotencyKey() string {
@@ -844,14 +974,14 @@ var File_hivemind_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hivemind_raft_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhivemind/raft/v1/raft.proto\x12\x10hivemind.raft.v1\x1a\x1ehivemind/v1/controlplane.proto\")\n" +
+	"\x1bhivemind/raft/v1/raft.proto\x12\x10hivemind.raft.v1\x1a\x1ehivemind/v1/controlplane.proto\x1a\x1chivemind/v1/membership.proto\")\n" +
 	"\vSendRequest\x12\x1a\n" +
 	"\bmessages\x18\x01 \x03(\fR\bmessages\"\x0e\n" +
 	"\fSendResponse\"E\n" +
 	"\x0eForwardRequest\x123\n" +
 	"\acommand\x18\x01 \x01(\v2\x19.hivemind.raft.v1.CommandR\acommand\"C\n" +
 	"\x0fForwardResponse\x120\n" +
-	"\x06result\x18\x01 \x01(\v2\x18.hivemind.raft.v1.ResultR\x06result\"\xb5\x05\n" +
+	"\x06result\x18\x01 \x01(\v2\x18.hivemind.raft.v1.ResultR\x06result\"\x80\a\n" +
 	"\aCommand\x12'\n" +
 	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\x12\x10\n" +
 	"\x03hlc\x18\x02 \x01(\x04R\x03hlc\x12\x1a\n" +
@@ -866,10 +996,18 @@ const file_hivemind_raft_v1_raft_proto_rawDesc = "" +
 	"\x0fcomplete_intent\x18\x0f \x01(\v2\".hivemind.v1.CompleteIntentRequestH\x00R\x0ecompleteIntent\x12J\n" +
 	"\x0erelease_intent\x18\x10 \x01(\v2!.hivemind.v1.ReleaseIntentRequestH\x00R\rreleaseIntent\x127\n" +
 	"\acompact\x18\x11 \x01(\v2\x1b.hivemind.v1.CompactRequestH\x00R\acompact\x12E\n" +
-	"\rleader_change\x18\x12 \x01(\v2\x1e.hivemind.raft.v1.LeaderChangeH\x00R\fleaderChangeB\x04\n" +
+	"\rleader_change\x18\x12 \x01(\v2\x1e.hivemind.raft.v1.LeaderChangeH\x00R\fleaderChange\x12;\n" +
+	"\vmember_join\x18\x13 \x01(\v2\x18.hivemind.v1.JoinRequestH\x00R\n" +
+	"memberJoin\x12L\n" +
+	"\x10member_set_state\x18\x14 \x01(\v2 .hivemind.raft.v1.MemberSetStateH\x00R\x0ememberSetState\x12>\n" +
+	"\fmember_leave\x18\x15 \x01(\v2\x19.hivemind.v1.LeaveRequestH\x00R\vmemberLeaveB\x04\n" +
 	"\x02op\"&\n" +
 	"\fLeaderChange\x12\x16\n" +
-	"\x06leader\x18\x01 \x01(\tR\x06leader\"\xd6\x04\n" +
+	"\x06leader\x18\x01 \x01(\tR\x06leader\"v\n" +
+	"\x0eMemberSetState\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x18.hivemind.v1.MemberStateR\x05state\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"\x8c\x05\n" +
 	"\x06Result\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
@@ -882,7 +1020,8 @@ const file_hivemind_raft_v1_raft_proto_rawDesc = "" +
 	"\fclaim_intent\x18\x0e \x01(\v2 .hivemind.v1.ClaimIntentResponseH\x00R\vclaimIntent\x12N\n" +
 	"\x0fcomplete_intent\x18\x0f \x01(\v2#.hivemind.v1.CompleteIntentResponseH\x00R\x0ecompleteIntent\x12K\n" +
 	"\x0erelease_intent\x18\x10 \x01(\v2\".hivemind.v1.ReleaseIntentResponseH\x00R\rreleaseIntent\x128\n" +
-	"\acompact\x18\x11 \x01(\v2\x1c.hivemind.v1.CompactResponseH\x00R\acompactB\n" +
+	"\acompact\x18\x11 \x01(\v2\x1c.hivemind.v1.CompactResponseH\x00R\acompact\x124\n" +
+	"\x06member\x18\x12 \x01(\v2\x1a.hivemind.v1.ClusterMemberH\x00R\x06memberB\n" +
 	"\n" +
 	"\bresponse\"\xcf\x02\n" +
 	"\bSnapshot\x12\x1a\n" +
@@ -915,7 +1054,7 @@ func file_hivemind_raft_v1_raft_proto_rawDescGZIP() []byte {
 	return file_hivemind_raft_v1_raft_proto_rawDescData
 }
 
-var file_hivemind_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_hivemind_raft_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_hivemind_raft_v1_raft_proto_goTypes = []any{
 	(*SendRequest)(nil),               // 0: hivemind.raft.v1.SendRequest
 	(*SendResponse)(nil),              // 1: hivemind.raft.v1.SendResponse
@@ -923,63 +1062,73 @@ var file_hivemind_raft_v1_raft_proto_goTypes = []any{
 	(*ForwardResponse)(nil),           // 3: hivemind.raft.v1.ForwardResponse
 	(*Command)(nil),                   // 4: hivemind.raft.v1.Command
 	(*LeaderChange)(nil),              // 5: hivemind.raft.v1.LeaderChange
-	(*Result)(nil),                    // 6: hivemind.raft.v1.Result
-	(*Snapshot)(nil),                  // 7: hivemind.raft.v1.Snapshot
-	(*Applied)(nil),                   // 8: hivemind.raft.v1.Applied
-	(*v1.PutRequest)(nil),             // 9: hivemind.v1.PutRequest
-	(*v1.DeleteRequest)(nil),          // 10: hivemind.v1.DeleteRequest
-	(*v1.TxnRequest)(nil),             // 11: hivemind.v1.TxnRequest
-	(*v1.AppendEventRequest)(nil),     // 12: hivemind.v1.AppendEventRequest
-	(*v1.ClaimIntentRequest)(nil),     // 13: hivemind.v1.ClaimIntentRequest
-	(*v1.CompleteIntentRequest)(nil),  // 14: hivemind.v1.CompleteIntentRequest
-	(*v1.ReleaseIntentRequest)(nil),   // 15: hivemind.v1.ReleaseIntentRequest
-	(*v1.CompactRequest)(nil),         // 16: hivemind.v1.CompactRequest
-	(*v1.PutResponse)(nil),            // 17: hivemind.v1.PutResponse
-	(*v1.DeleteResponse)(nil),         // 18: hivemind.v1.DeleteResponse
-	(*v1.TxnResponse)(nil),            // 19: hivemind.v1.TxnResponse
-	(*v1.AppendEventResponse)(nil),    // 20: hivemind.v1.AppendEventResponse
-	(*v1.ClaimIntentResponse)(nil),    // 21: hivemind.v1.ClaimIntentResponse
-	(*v1.CompleteIntentResponse)(nil), // 22: hivemind.v1.CompleteIntentResponse
-	(*v1.ReleaseIntentResponse)(nil),  // 23: hivemind.v1.ReleaseIntentResponse
-	(*v1.CompactResponse)(nil),        // 24: hivemind.v1.CompactResponse
-	(*v1.KeyValue)(nil),               // 25: hivemind.v1.KeyValue
-	(*v1.Event)(nil),                  // 26: hivemind.v1.Event
-	(*v1.Intent)(nil),                 // 27: hivemind.v1.Intent
+	(*MemberSetState)(nil),            // 6: hivemind.raft.v1.MemberSetState
+	(*Result)(nil),                    // 7: hivemind.raft.v1.Result
+	(*Snapshot)(nil),                  // 8: hivemind.raft.v1.Snapshot
+	(*Applied)(nil),                   // 9: hivemind.raft.v1.Applied
+	(*v1.PutRequest)(nil),             // 10: hivemind.v1.PutRequest
+	(*v1.DeleteRequest)(nil),          // 11: hivemind.v1.DeleteRequest
+	(*v1.TxnRequest)(nil),             // 12: hivemind.v1.TxnRequest
+	(*v1.AppendEventRequest)(nil),     // 13: hivemind.v1.AppendEventRequest
+	(*v1.ClaimIntentRequest)(nil),     // 14: hivemind.v1.ClaimIntentRequest
+	(*v1.CompleteIntentRequest)(nil),  // 15: hivemind.v1.CompleteIntentRequest
+	(*v1.ReleaseIntentRequest)(nil),   // 16: hivemind.v1.ReleaseIntentRequest
+	(*v1.CompactRequest)(nil),         // 17: hivemind.v1.CompactRequest
+	(*v1.JoinRequest)(nil),            // 18: hivemind.v1.JoinRequest
+	(*v1.LeaveRequest)(nil),           // 19: hivemind.v1.LeaveRequest
+	(v1.MemberState)(0),               // 20: hivemind.v1.MemberState
+	(*v1.PutResponse)(nil),            // 21: hivemind.v1.PutResponse
+	(*v1.DeleteResponse)(nil),         // 22: hivemind.v1.DeleteResponse
+	(*v1.TxnResponse)(nil),            // 23: hivemind.v1.TxnResponse
+	(*v1.AppendEventResponse)(nil),    // 24: hivemind.v1.AppendEventResponse
+	(*v1.ClaimIntentResponse)(nil),    // 25: hivemind.v1.ClaimIntentResponse
+	(*v1.CompleteIntentResponse)(nil), // 26: hivemind.v1.CompleteIntentResponse
+	(*v1.ReleaseIntentResponse)(nil),  // 27: hivemind.v1.ReleaseIntentResponse
+	(*v1.CompactResponse)(nil),        // 28: hivemind.v1.CompactResponse
+	(*v1.ClusterMember)(nil),          // 29: hivemind.v1.ClusterMember
+	(*v1.KeyValue)(nil),               // 30: hivemind.v1.KeyValue
+	(*v1.Event)(nil),                  // 31: hivemind.v1.Event
+	(*v1.Intent)(nil),                 // 32: hivemind.v1.Intent
 }
 var file_hivemind_raft_v1_raft_proto_depIdxs = []int32{
 	4,  // 0: hivemind.raft.v1.ForwardRequest.command:type_name -> hivemind.raft.v1.Command
-	6,  // 1: hivemind.raft.v1.ForwardResponse.result:type_name -> hivemind.raft.v1.Result
-	9,  // 2: hivemind.raft.v1.Command.put:type_name -> hivemind.v1.PutRequest
-	10, // 3: hivemind.raft.v1.Command.delete:type_name -> hivemind.v1.DeleteRequest
-	11, // 4: hivemind.raft.v1.Command.txn:type_name -> hivemind.v1.TxnRequest
-	12, // 5: hivemind.raft.v1.Command.append_event:type_name -> hivemind.v1.AppendEventRequest
-	13, // 6: hivemind.raft.v1.Command.claim_intent:type_name -> hivemind.v1.ClaimIntentRequest
-	14, // 7: hivemind.raft.v1.Command.complete_intent:type_name -> hivemind.v1.CompleteIntentRequest
-	15, // 8: hivemind.raft.v1.Command.release_intent:type_name -> hivemind.v1.ReleaseIntentRequest
-	16, // 9: hivemind.raft.v1.Command.compact:type_name -> hivemind.v1.CompactRequest
+	7,  // 1: hivemind.raft.v1.ForwardResponse.result:type_name -> hivemind.raft.v1.Result
+	10, // 2: hivemind.raft.v1.Command.put:type_name -> hivemind.v1.PutRequest
+	11, // 3: hivemind.raft.v1.Command.delete:type_name -> hivemind.v1.DeleteRequest
+	12, // 4: hivemind.raft.v1.Command.txn:type_name -> hivemind.v1.TxnRequest
+	13, // 5: hivemind.raft.v1.Command.append_event:type_name -> hivemind.v1.AppendEventRequest
+	14, // 6: hivemind.raft.v1.Command.claim_intent:type_name -> hivemind.v1.ClaimIntentRequest
+	15, // 7: hivemind.raft.v1.Command.complete_intent:type_name -> hivemind.v1.CompleteIntentRequest
+	16, // 8: hivemind.raft.v1.Command.release_intent:type_name -> hivemind.v1.ReleaseIntentRequest
+	17, // 9: hivemind.raft.v1.Command.compact:type_name -> hivemind.v1.CompactRequest
 	5,  // 10: hivemind.raft.v1.Command.leader_change:type_name -> hivemind.raft.v1.LeaderChange
-	17, // 11: hivemind.raft.v1.Result.put:type_name -> hivemind.v1.PutResponse
-	18, // 12: hivemind.raft.v1.Result.delete:type_name -> hivemind.v1.DeleteResponse
-	19, // 13: hivemind.raft.v1.Result.txn:type_name -> hivemind.v1.TxnResponse
-	20, // 14: hivemind.raft.v1.Result.append_event:type_name -> hivemind.v1.AppendEventResponse
-	21, // 15: hivemind.raft.v1.Result.claim_intent:type_name -> hivemind.v1.ClaimIntentResponse
-	22, // 16: hivemind.raft.v1.Result.complete_intent:type_name -> hivemind.v1.CompleteIntentResponse
-	23, // 17: hivemind.raft.v1.Result.release_intent:type_name -> hivemind.v1.ReleaseIntentResponse
-	24, // 18: hivemind.raft.v1.Result.compact:type_name -> hivemind.v1.CompactResponse
-	25, // 19: hivemind.raft.v1.Snapshot.kvs:type_name -> hivemind.v1.KeyValue
-	26, // 20: hivemind.raft.v1.Snapshot.events:type_name -> hivemind.v1.Event
-	27, // 21: hivemind.raft.v1.Snapshot.intents:type_name -> hivemind.v1.Intent
-	8,  // 22: hivemind.raft.v1.Snapshot.applied:type_name -> hivemind.raft.v1.Applied
-	6,  // 23: hivemind.raft.v1.Applied.result:type_name -> hivemind.raft.v1.Result
-	0,  // 24: hivemind.raft.v1.Raft.Send:input_type -> hivemind.raft.v1.SendRequest
-	2,  // 25: hivemind.raft.v1.Raft.Forward:input_type -> hivemind.raft.v1.ForwardRequest
-	1,  // 26: hivemind.raft.v1.Raft.Send:output_type -> hivemind.raft.v1.SendResponse
-	3,  // 27: hivemind.raft.v1.Raft.Forward:output_type -> hivemind.raft.v1.ForwardResponse
-	26, // [26:28] is the sub-list for method output_type
-	24, // [24:26] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	18, // 11: hivemind.raft.v1.Command.member_join:type_name -> hivemind.v1.JoinRequest
+	6,  // 12: hivemind.raft.v1.Command.member_set_state:type_name -> hivemind.raft.v1.MemberSetState
+	19, // 13: hivemind.raft.v1.Command.member_leave:type_name -> hivemind.v1.LeaveRequest
+	20, // 14: hivemind.raft.v1.MemberSetState.state:type_name -> hivemind.v1.MemberState
+	21, // 15: hivemind.raft.v1.Result.put:type_name -> hivemind.v1.PutResponse
+	22, // 16: hivemind.raft.v1.Result.delete:type_name -> hivemind.v1.DeleteResponse
+	23, // 17: hivemind.raft.v1.Result.txn:type_name -> hivemind.v1.TxnResponse
+	24, // 18: hivemind.raft.v1.Result.append_event:type_name -> hivemind.v1.AppendEventResponse
+	25, // 19: hivemind.raft.v1.Result.claim_intent:type_name -> hivemind.v1.ClaimIntentResponse
+	26, // 20: hivemind.raft.v1.Result.complete_intent:type_name -> hivemind.v1.CompleteIntentResponse
+	27, // 21: hivemind.raft.v1.Result.release_intent:type_name -> hivemind.v1.ReleaseIntentResponse
+	28, // 22: hivemind.raft.v1.Result.compact:type_name -> hivemind.v1.CompactResponse
+	29, // 23: hivemind.raft.v1.Result.member:type_name -> hivemind.v1.ClusterMember
+	30, // 24: hivemind.raft.v1.Snapshot.kvs:type_name -> hivemind.v1.KeyValue
+	31, // 25: hivemind.raft.v1.Snapshot.events:type_name -> hivemind.v1.Event
+	32, // 26: hivemind.raft.v1.Snapshot.intents:type_name -> hivemind.v1.Intent
+	9,  // 27: hivemind.raft.v1.Snapshot.applied:type_name -> hivemind.raft.v1.Applied
+	7,  // 28: hivemind.raft.v1.Applied.result:type_name -> hivemind.raft.v1.Result
+	0,  // 29: hivemind.raft.v1.Raft.Send:input_type -> hivemind.raft.v1.SendRequest
+	2,  // 30: hivemind.raft.v1.Raft.Forward:input_type -> hivemind.raft.v1.ForwardRequest
+	1,  // 31: hivemind.raft.v1.Raft.Send:output_type -> hivemind.raft.v1.SendResponse
+	3,  // 32: hivemind.raft.v1.Raft.Forward:output_type -> hivemind.raft.v1.ForwardResponse
+	31, // [31:33] is the sub-list for method output_type
+	29, // [29:31] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_hivemind_raft_v1_raft_proto_init() }
@@ -997,8 +1146,11 @@ func file_hivemind_raft_v1_raft_proto_init() {
 		(*Command_ReleaseIntent)(nil),
 		(*Command_Compact)(nil),
 		(*Command_LeaderChange)(nil),
+		(*Command_MemberJoin)(nil),
+		(*Command_MemberSetState)(nil),
+		(*Command_MemberLeave)(nil),
 	}
-	file_hivemind_raft_v1_raft_proto_msgTypes[6].OneofWrappers = []any{
+	file_hivemind_raft_v1_raft_proto_msgTypes[7].OneofWrappers = []any{
 		(*Result_Put)(nil),
 		(*Result_Delete)(nil),
 		(*Result_Txn)(nil),
@@ -1007,6 +1159,7 @@ func file_hivemind_raft_v1_raft_proto_init() {
 		(*Result_CompleteIntent)(nil),
 		(*Result_ReleaseIntent)(nil),
 		(*Result_Compact)(nil),
+		(*Result_Member)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1014,7 +1167,7 @@ func file_hivemind_raft_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hivemind_raft_v1_raft_proto_rawDesc), len(file_hivemind_raft_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

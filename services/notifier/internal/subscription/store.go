@@ -1,0 +1,236 @@
+// Package subscription keeps the notifier's subscriptions ("sensors") and
+// their delivery records in the control plane's tree, so every notifier
+// replica sees the same set:
+//
+//	/notifier/subscriptions/<name>             hivemind.v1.Subscription
+//	/notifier/deliveries/<name>/<delivery-id>  hivemind.v1.Delivery
+//
+// Values are deterministic protobuf, so the same subscription written by
+// two replicas is the same bytes. It also validates a subscription and
+// decides which events it selects.
+package subscription
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+)
+
+// The prefixes of the notifier's state in the tree.
+const (
+	SubscriptionsPrefix = "/notifier/subscriptions/"
+	DeliveriesPrefix    = "/notifier/deliveries/"
+)
+
+// Key is where subscription name is stored.
+func Key(name string) string { return SubscriptionsPrefix + name }
+
+// DeliveryKey is where the record of delivery id of subscription sub is
+// stored.
+func DeliveryKey(sub, id string) string { return DeliveriesPrefix + sub + "/" + id }
+
+// ErrExists is returned by Create for a name already taken.
+var ErrExists = errors.New("subscription already exists")
+
+// ErrNotFound is returned for a subscription that does not exist.
+var ErrNotFound = errors.New("subscription not found")
+
+// ControlPlane is what the store needs of the control plane
+// (*cpclient.Client has it).
+type ControlPlane interface {
+	Get(context.Context, *hivemindv1.GetRequest) (*hivemindv1.GetResponse, error)
+	Range(context.Context, *hivemindv1.RangeRequest) (*hivemindv1.RangeResponse, error)
+	Put(context.Context, *hivemindv1.PutRequest) (*hivemindv1.PutResponse, error)
+	Txn(context.Context, *hivemindv1.TxnRequest) (*hivemindv1.TxnResponse, error)
+}
+
+// Store reads and writes subscriptions and delivery records.
+type Store struct {
+	cp ControlPlane
+}
+
+// NewStore returns a Store over cp.
+func NewStore(cp ControlPlane) *Store { return &Store{cp: cp} }
+
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// Create stores sub unless its name is taken (ErrExists). It returns the
+// revision that committed it.
+func (s *Store) Create(ctx context.Context, sub *hivemindv1.Subscription) (int64, error) {
+	b, err := marshal.Marshal(sub)
+	if err != nil {
+		return 0, err
+	}
+	key := Key(sub.GetName())
+	resp, err := s.cp.Txn(ctx, &hivemindv1.TxnRequest{
+		Compares: []*hivemindv1.Compare{{Key: key, Target: hivemindv1.Compare_TARGET_VERSION, Result: hivemindv1.Compare_RESULT_EQUAL, Number: 0}},
+		Success:  []*hivemindv1.TxnOp{{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: key, Value: b}}}},
+	})
+	if err != nil {
+		return 0, err
+	}
+	if !resp.GetSucceeded() {
+		return 0, fmt.Errorf("%w: %s", ErrExists, sub.GetName())
+	}
+	return resp.GetHeader().GetRevision(), nil
+}
+
+// Get returns the stored subscription and its key's state.
+func (s *Store) Get(ctx context.Context, name string) (*hivemindv1.Subscription, *hivemindv1.KeyValue, error) {
+	resp, err := s.cp.Get(ctx, &hivemindv1.GetRequest{Key: Key(name)})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !resp.GetFound() {
+		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	sub, err := Unmarshal(resp.GetKv().GetValue())
+	return sub, resp.GetKv(), err
+}
+
+// Unmarshal decodes a stored subscription.
+func Unmarshal(b []byte) (*hivemindv1.Subscription, error) {
+	sub := &hivemindv1.Subscription{}
+	if err := proto.Unmarshal(b, sub); err != nil {
+		return nil, fmt.Errorf("decode subscription: %w", err)
+	}
+	return sub, nil
+}
+
+// List returns every subscription in name order, their keys, and the
+// revision the list reflects.
+func (s *Store) List(ctx context.Context) ([]*hivemindv1.Subscription, []*hivemindv1.KeyValue, int64, error) {
+	kvs, rev, err := s.rangeAll(ctx, SubscriptionsPrefix)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	subs := make([]*hivemindv1.Subscription, 0, len(kvs))
+	for _, kv := range kvs {
+		sub, err := Unmarshal(kv.GetValue())
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("%s: %w", kv.GetKey(), err)
+		}
+		subs = append(subs, sub)
+	}
+	return subs, kvs, rev, nil
+}
+
+func (s *Store) rangeAll(ctx context.Context, prefix string) ([]*hivemindv1.KeyValue, int64, error) {
+	var out []*hivemindv1.KeyValue
+	var rev int64
+	after := ""
+	for {
+		resp, err := s.cp.Range(ctx, &hivemindv1.RangeRequest{Prefix: prefix, StartAfter: after})
+		if err != nil {
+			return nil, 0, err
+		}
+		if rev == 0 {
+			rev = resp.GetHeader().GetRevision()
+		}
+		out = append(out, resp.GetKvs()...)
+		if !resp.GetMore() || len(resp.GetKvs()) == 0 {
+			return out, rev, nil
+		}
+		after = resp.GetKvs()[len(resp.GetKvs())-1].GetKey()
+	}
+}
+
+// Delete removes a subscription and its delivery records in one
+// transaction; ErrNotFound if there is none.
+func (s *Store) Delete(ctx context.Context, name string) (int64, error) {
+	key := Key(name)
+	resp, err := s.cp.Txn(ctx, &hivemindv1.TxnRequest{
+		Compares: []*hivemindv1.Compare{{Key: key, Target: hivemindv1.Compare_TARGET_VERSION, Result: hivemindv1.Compare_RESULT_GREATER, Number: 0}},
+		Success: []*hivemindv1.TxnOp{
+			{Op: &hivemindv1.TxnOp_Delete{Delete: &hivemindv1.TxnDelete{Key: key}}},
+			{Op: &hivemindv1.TxnOp_Delete{Delete: &hivemindv1.TxnDelete{Key: DeliveriesPrefix + name + "/", Prefix: true}}},
+		},
+	})
+	if err != nil {
+		return 0, err
+	}
+	if !resp.GetSucceeded() {
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return resp.GetHeader().GetRevision(), nil
+}
+
+// Disable marks a subscription disabled with a reason, unless it changed
+// or went away since it was read (then whoever changed it decided).
+func (s *Store) Disable(ctx context.Context, name, reason string) error {
+	sub, kv, err := s.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	if sub.GetDisabled() {
+		return nil
+	}
+	sub.Disabled, sub.DisabledReason = true, reason
+	b, err := marshal.Marshal(sub)
+	if err != nil {
+		return err
+	}
+	_, err = s.cp.Txn(ctx, &hivemindv1.TxnRequest{
+		Compares: []*hivemindv1.Compare{{Key: kv.GetKey(), Target: hivemindv1.Compare_TARGET_MOD_REVISION, Result: hivemindv1.Compare_RESULT_EQUAL, Number: kv.GetModRevision()}},
+		Success:  []*hivemindv1.TxnOp{{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: kv.GetKey(), Value: b}}}},
+	})
+	return err
+}
+
+// PutDelivery records a delivery; a later record of the same id replaces
+// it.
+func (s *Store) PutDelivery(ctx context.Context, d *hivemindv1.Delivery) error {
+	b, err := marshal.Marshal(d)
+	if err != nil {
+		return err
+	}
+	_, err = s.cp.Put(ctx, &hivemindv1.PutRequest{Key: DeliveryKey(d.GetSubscription(), d.GetId()), Value: b})
+	return err
+}
+
+// GetDelivery returns a delivery record, or nil when there is none.
+func (s *Store) GetDelivery(ctx context.Context, sub, id string) (*hivemindv1.Delivery, error) {
+	resp, err := s.cp.Get(ctx, &hivemindv1.GetRequest{Key: DeliveryKey(sub, id)})
+	if err != nil || !resp.GetFound() {
+		return nil, err
+	}
+	d := &hivemindv1.Delivery{}
+	if err := proto.Unmarshal(resp.GetKv().GetValue(), d); err != nil {
+		return nil, fmt.Errorf("decode delivery: %w", err)
+	}
+	return d, nil
+}
+
+// ListDeliveries returns up to limit deliveries of sub, newest event
+// first.
+func (s *Store) ListDeliveries(ctx context.Context, sub string, limit int) ([]*hivemindv1.Delivery, error) {
+	kvs, _, err := s.rangeAll(ctx, DeliveriesPrefix+sub+"/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*hivemindv1.Delivery, 0, len(kvs))
+	for _, kv := range kvs {
+		d := &hivemindv1.Delivery{}
+		if err := proto.Unmarshal(kv.GetValue(), d); err != nil {
+			return nil, fmt.Errorf("%s: %w", kv.GetKey(), err)
+		}
+		out = append(out, d)
+	}
+	slices.SortStableFunc(out, func(a, b *hivemindv1.Delivery) int {
+		if a.GetEventRevision() != b.GetEventRevision() {
+			return cmp.Compare(b.GetEventRevision(), a.GetEventRevision())
+		}
+		return strings.Compare(a.GetId(), b.GetId())
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
