@@ -13,6 +13,7 @@ HIVEMIND_TOKEN=${HIVEMIND_TOKEN:-hmo_dev-compose-operator-token}
 HIVEMIND_CACERT=${HIVEMIND_CACERT:-certs/ca.pem}
 grpc() { "$GRPCURL" -cacert "$HIVEMIND_CACERT" -H "authorization: bearer $HIVEMIND_TOKEN" -max-time 5 "$@"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
+command -v dig >/dev/null || fail "dig is not installed (Debian: apt-get install dnsutils)"
 q() { dig @127.0.0.1 -p "$1" +short +time=1 +tries=1 "$2" "${3:-A}" 2>/dev/null || true; }
 wait_for() { # what limit_s cmd…
 	local what=$1 limit=$2; shift 2
