@@ -268,7 +268,8 @@ func (n *Node) restore(snap *raftpb.Snapshot) error {
 			}
 		}
 	}
-	n.setApplied(snap.GetMetadata().GetIndex())
+	n.applied.Store(snap.GetMetadata().GetIndex())
+	n.wakeApplied()
 	return nil
 }
 

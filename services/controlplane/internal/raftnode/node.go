@@ -8,7 +8,6 @@ package raftnode
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -145,19 +144,26 @@ type Node struct {
 	snapping    bool               // a snapshot is being written in the background
 	snapDone    chan snapshotDone  // its outcome, back to the Ready loop
 	waiters     map[uint64]*waiter // by proposal id
-	placed      map[uint64]uint64  // log index → proposal id, for waiters seen in a Ready
+	placed      map[uint64][]uint64 // log index → proposal ids, for waiters seen in a Ready
 	reads       map[uint64]chan uint64
 	lastHeard   map[uint64]time.Time
 	appliedWake chan struct{} // closed and replaced whenever applied moves
-	onLeader    []func(lead uint64, isLeader bool)
 	// confMu lets one membership change at a time be proposed from here:
 	// raft silently turns a second one, proposed before the first is
 	// applied, into an empty entry, and its caller would wait in vain.
 	confMu sync.Mutex
 
 	hookMu    sync.Mutex
-	hookQueue []uint64      // leader changes not yet handed to the hooks
+	hooks     []hook
+	hookSeq   uint64         // leader changes queued so far
+	hookQueue []queuedChange // leader changes not yet handed to the hooks
 	hookWake  chan struct{} // capacity 1
+
+	// Proposals waiting for the proposer (see batch.go).
+	queueMu    sync.Mutex
+	queue      []pending
+	queueWake  chan struct{} // capacity 1
+	readyTaken chan struct{} // capacity 1: a Ready with entries was taken
 
 	nextID  atomic.Uint64
 	stopc   chan struct{}
@@ -182,7 +188,7 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 		members:     map[uint64]*hivemindv1.Member{},
 		confState:   &raftpb.ConfState{},
 		waiters:     map[uint64]*waiter{},
-		placed:      map[uint64]uint64{},
+		placed:      map[uint64][]uint64{},
 		reads:       map[uint64]chan uint64{},
 		lastHeard:   map[uint64]time.Time{},
 		appliedWake: make(chan struct{}),
@@ -190,6 +196,8 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 		done:        make(chan struct{}),
 		snapDone:    make(chan snapshotDone, 1),
 		hookWake:    make(chan struct{}, 1),
+		queueWake:   make(chan struct{}, 1),
+		readyTaken:  make(chan struct{}, 1),
 	}
 	n.nextID.Store(rand.Uint64() >> 1)
 	if cfg.Transport == nil {
@@ -266,15 +274,27 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 // later calls but never the raft loop. A hook registered after Start misses
 // the changes before it.
 func (n *Node) OnLeaderChange(fn func(lead uint64, isLeader bool)) {
-	n.mu.Lock()
-	n.onLeader = append(n.onLeader, fn)
-	n.mu.Unlock()
+	n.hookMu.Lock()
+	n.hooks = append(n.hooks, hook{fn: fn, after: n.hookSeq})
+	n.hookMu.Unlock()
+}
+
+// hook is a leader-change callback and the number of changes queued before
+// it was registered, which it does not get.
+type hook struct {
+	fn    func(lead uint64, isLeader bool)
+	after uint64
+}
+
+type queuedChange struct {
+	seq, lead uint64
 }
 
 // leaderChanged queues a leader change for the hooks.
 func (n *Node) leaderChanged(lead uint64) {
 	n.hookMu.Lock()
-	n.hookQueue = append(n.hookQueue, lead)
+	n.hookSeq++
+	n.hookQueue = append(n.hookQueue, queuedChange{seq: n.hookSeq, lead: lead})
 	n.hookMu.Unlock()
 	select {
 	case n.hookWake <- struct{}{}:
@@ -293,13 +313,13 @@ func (n *Node) runHooks() {
 		n.hookMu.Lock()
 		queue := n.hookQueue
 		n.hookQueue = nil
+		hooks := slices.Clone(n.hooks)
 		n.hookMu.Unlock()
-		n.mu.Lock()
-		fns := slices.Clone(n.onLeader)
-		n.mu.Unlock()
-		for _, lead := range queue {
-			for _, fn := range fns {
-				fn(lead, lead == n.cfg.ID)
+		for _, c := range queue {
+			for _, h := range hooks {
+				if c.seq > h.after {
+					h.fn(c.lead, c.lead == n.cfg.ID)
+				}
 			}
 		}
 	}
@@ -310,6 +330,7 @@ func (n *Node) Start() {
 	n.started.Store(true)
 	go n.run()
 	go n.runHooks()
+	go n.runProposer()
 	if !n.cfg.DisableAutoPromote {
 		go n.promoteLoop()
 	}
@@ -387,6 +408,12 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.leaderChanged(lead)
 	}
 	n.placeWaiters(rd.Entries)
+	if len(rd.Entries) > 0 {
+		select {
+		case n.readyTaken <- struct{}{}:
+		default:
+		}
+	}
 	if hs := rd.HardState; hs != nil && hs.GetTerm() > n.term.Load() {
 		n.term.Store(hs.GetTerm())
 		n.dropStaleWaiters(hs.GetTerm())
@@ -413,6 +440,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	for _, rs := range rd.ReadStates {
 		n.readDone(rs)
 	}
+	applied := false
 	for _, e := range rd.CommittedEntries {
 		if e.GetIndex() <= n.applied.Load() {
 			continue
@@ -420,6 +448,10 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		if err := n.apply(e); err != nil {
 			return err
 		}
+		applied = true
+	}
+	if applied {
+		n.wakeApplied()
 	}
 	return n.maybeSnapshot()
 }
@@ -427,14 +459,17 @@ func (n *Node) handleReady(rd raft.Ready) error {
 func (n *Node) apply(e *raftpb.Entry) error {
 	switch e.GetType() {
 	case raftpb.EntryNormal:
-		if len(e.GetData()) >= 8 {
-			id := binary.BigEndian.Uint64(e.GetData()[:8])
-			n.resolve(e.GetIndex(), id, n.sm.Apply(e.GetIndex(), e.GetData()[8:]))
-		} else {
-			n.resolve(e.GetIndex(), 0, nil) // a new leader's empty entry
+		// A corrupt entry stops the node before any of it is applied.
+		if err := frames(e.GetData(), func(uint64, []byte) {}); err != nil {
+			return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
 		}
+		var results []result
+		_ = frames(e.GetData(), func(id uint64, data []byte) {
+			results = append(results, result{id, n.sm.Apply(e.GetIndex(), data)})
+		})
+		n.resolve(e.GetIndex(), results)
 	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
-		n.resolve(e.GetIndex(), 0, nil)
+		n.resolve(e.GetIndex(), nil)
 		cc, err := decodeConfChange(e)
 		if err != nil {
 			return err
@@ -442,12 +477,12 @@ func (n *Node) apply(e *raftpb.Entry) error {
 		cs := n.rn.ApplyConfChange(cc)
 		n.applyMembers(cc, cs)
 	}
-	n.setApplied(e.GetIndex())
+	n.applied.Store(e.GetIndex())
 	return nil
 }
 
-func (n *Node) setApplied(i uint64) {
-	n.applied.Store(i)
+// wakeApplied wakes WaitApplied callers once a Ready's entries are applied.
+func (n *Node) wakeApplied() {
 	n.mu.Lock()
 	close(n.appliedWake)
 	n.appliedWake = make(chan struct{})

@@ -278,6 +278,12 @@ func TestLeaderChangeHookAndWaitApplied(t *testing.T) {
 	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
 	lead := c.Leader()
 	f := c.Node(others(c, lead.ID())[0])
+	// Register once f knows the leader: the hook gets only later changes.
+	for deadline := time.Now().Add(5 * time.Second); f.Leader() != lead.ID(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("member %d does not know the leader %d", f.ID(), lead.ID())
+		}
+	}
 	changes := make(chan uint64, 16)
 	f.OnLeaderChange(func(l uint64, isLeader bool) {
 		if isLeader != (l == f.ID()) {

@@ -3,7 +3,6 @@ package raftnode
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -63,7 +62,8 @@ func (n *Node) noQuorum() error {
 // Propose replicates data and returns what the state machine's Apply
 // returned for it, once applied on this node. Only the leader proposes; a
 // follower gets a *NotLeaderError. Without a quorum it fails fast with
-// ErrNoQuorum instead of waiting for ctx.
+// ErrNoQuorum instead of waiting for ctx. Concurrent proposals may share a
+// log entry (see batch.go); data must not be changed after the call.
 func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	if n.stopped.Load() {
 		return nil, ErrStopped
@@ -75,23 +75,11 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 		return nil, &NotLeaderError{Leader: lead}
 	}
 	id := n.nextID.Add(1)
-	framed := make([]byte, 8+len(data))
-	binary.BigEndian.PutUint64(framed, id)
-	copy(framed[8:], data)
 	w := &waiter{ch: make(chan any, 1), term: n.term.Load()}
 	n.mu.Lock()
 	n.waiters[id] = w
 	n.mu.Unlock()
-	if err := n.rn.Propose(ctx, framed); err != nil {
-		n.forget(id)
-		if errors.Is(err, raft.ErrProposalDropped) {
-			return nil, ErrProposalDropped
-		}
-		if errors.Is(err, raft.ErrStopped) {
-			return nil, ErrStopped
-		}
-		return nil, err
-	}
+	n.enqueue(pending{id: id, data: data, ctx: ctx})
 	res, err := n.await(ctx, w.ch)
 	if err != nil {
 		n.forget(id)

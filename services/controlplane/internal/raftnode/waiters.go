@@ -1,8 +1,6 @@
 package raftnode
 
 import (
-	"encoding/binary"
-
 	"go.etcd.io/raft/v3/raftpb"
 )
 
@@ -32,41 +30,47 @@ func (n *Node) placeWaiters(ents []*raftpb.Entry) {
 		return
 	}
 	for _, e := range ents {
-		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) < 8 {
+		if e.GetType() != raftpb.EntryNormal {
 			continue
 		}
-		id := binary.BigEndian.Uint64(e.GetData()[:8])
-		if w, ok := n.waiters[id]; ok && w.index == 0 {
-			w.index = e.GetIndex()
-			n.placed[e.GetIndex()] = id
-		}
+		index := e.GetIndex()
+		// An undecodable entry places nobody; applying it stops the node.
+		_ = frames(e.GetData(), func(id uint64, _ []byte) {
+			if w, ok := n.waiters[id]; ok && w.index == 0 {
+				w.index = index
+				n.placed[index] = append(n.placed[index], id)
+			}
+		})
 	}
 }
 
-// resolve hands the result of the entry applied at index (proposal id, 0
-// for entries nobody waits on) to its waiter, and fails the waiter whose
-// entry once stood at that index.
-func (n *Node) resolve(index, id uint64, res any) {
+// result is the outcome of one proposal of an applied entry.
+type result struct {
+	id  uint64
+	res any
+}
+
+// resolve hands the results of the entry applied at index to their
+// waiters, and fails the waiters whose proposals were once appended at
+// that index but are not in the entry applied there (a new leader
+// overwrote them).
+func (n *Node) resolve(index uint64, results []result) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if prev, ok := n.placed[index]; ok {
-		delete(n.placed, index)
-		if prev != id {
-			n.deliver(prev, ErrProposalDropped)
-		}
+	for _, r := range results {
+		n.deliver(r.id, r.res)
 	}
-	if id != 0 {
-		n.deliver(id, res)
+	for _, id := range n.placed[index] {
+		n.deliver(id, ErrProposalDropped) // no-op for those just delivered
 	}
+	delete(n.placed, index)
 }
 
-// deliver must be called with n.mu held.
+// deliver must be called with n.mu held. The waiter's place, if any, is
+// cleared with its index.
 func (n *Node) deliver(id uint64, res any) {
 	if w, ok := n.waiters[id]; ok {
 		delete(n.waiters, id)
-		if w.index != 0 {
-			delete(n.placed, w.index)
-		}
 		w.ch <- res
 	}
 }
@@ -75,12 +79,7 @@ func (n *Node) deliver(id uint64, res any) {
 func (n *Node) forget(id uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if w, ok := n.waiters[id]; ok {
-		delete(n.waiters, id)
-		if w.index != 0 {
-			delete(n.placed, w.index)
-		}
-	}
+	delete(n.waiters, id)
 }
 
 // dropStaleWaiters fails proposals made in an older term that never made
@@ -106,6 +105,11 @@ func (n *Node) skipWaiters(index uint64) {
 			n.deliver(id, ErrProposalDropped)
 		}
 	}
+	for i := range n.placed {
+		if i <= index {
+			delete(n.placed, i)
+		}
+	}
 }
 
 // fail wakes every waiter with err.
@@ -115,6 +119,7 @@ func (n *Node) fail(err error) {
 	for id := range n.waiters {
 		n.deliver(id, err)
 	}
+	clear(n.placed)
 	for id, ch := range n.reads {
 		close(ch)
 		delete(n.reads, id)

@@ -1,0 +1,158 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3"
+)
+
+// Proposals travel in batches: every normal entry this node proposes holds
+// one or more of them, each framed as its id (8 bytes, big endian), the
+// length of its data (uvarint) and the data. Under load many callers'
+// proposals share one entry, so raft, the log, the followers and the apply
+// loop each handle one entry where they would have handled hundreds.
+const (
+	// maxBatchBytes bounds the data of one batch entry; a single larger
+	// proposal travels alone.
+	maxBatchBytes = 256 << 10
+	// maxBatchProposals bounds how many proposals share one entry.
+	maxBatchProposals = 1024
+)
+
+// appendFrame appends one proposal's frame to b.
+func appendFrame(b []byte, id uint64, data []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, id)
+	b = binary.AppendUvarint(b, uint64(len(data)))
+	return append(b, data...)
+}
+
+// frames calls fn for each proposal framed in an entry's data, in order.
+// Empty data (a new leader's empty entry) holds none.
+func frames(data []byte, fn func(id uint64, data []byte)) error {
+	for len(data) > 0 {
+		if len(data) < 9 {
+			return fmt.Errorf("raftnode: truncated proposal frame (%d bytes left)", len(data))
+		}
+		id := binary.BigEndian.Uint64(data)
+		size, n := binary.Uvarint(data[8:])
+		if n <= 0 || size > uint64(len(data)-8-n) {
+			return fmt.Errorf("raftnode: proposal frame of %d bytes overruns its entry", size)
+		}
+		start := 8 + n
+		fn(id, data[start:start+int(size)])
+		data = data[start+int(size):]
+	}
+	return nil
+}
+
+// pending is a proposal waiting for the proposer.
+type pending struct {
+	id   uint64
+	data []byte
+	ctx  context.Context
+}
+
+// enqueue hands a proposal to the proposer.
+func (n *Node) enqueue(p pending) {
+	n.queueMu.Lock()
+	n.queue = append(n.queue, p)
+	n.queueMu.Unlock()
+	select {
+	case n.queueWake <- struct{}{}:
+	default:
+	}
+}
+
+// takeBatch removes the next batch from the queue and frames it. Proposals
+// whose callers already gave up are left out.
+func (n *Node) takeBatch() (ids []uint64, data []byte) {
+	n.queueMu.Lock()
+	defer n.queueMu.Unlock()
+	i := 0
+	for ; i < len(n.queue) && len(ids) < maxBatchProposals; i++ {
+		p := n.queue[i]
+		if p.ctx.Err() != nil {
+			continue
+		}
+		if len(ids) > 0 && len(data)+len(p.data)+18 > maxBatchBytes {
+			break
+		}
+		ids = append(ids, p.id)
+		data = appendFrame(data, p.id, p.data)
+	}
+	rest := copy(n.queue, n.queue[i:])
+	clear(n.queue[rest:])
+	n.queue = n.queue[:rest]
+	return ids, data
+}
+
+// runProposer hands queued proposals to raft, a batch at a time. After each
+// batch it waits until raft has handed its entries out in a Ready (they are
+// being written and sent), or briefly: what queues up meanwhile would not
+// reach the disk before that Ready anyway, and goes out as the next batch.
+func (n *Node) runProposer() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stopc:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-n.stopc:
+			return
+		case <-n.queueWake:
+		}
+		for {
+			ids, data := n.takeBatch()
+			if len(ids) == 0 {
+				break
+			}
+			// Drain a stale signal so that the wait below is for a Ready
+			// that comes after this batch was appended.
+			select {
+			case <-n.readyTaken:
+			default:
+			}
+			if err := n.rn.Propose(ctx, data); err != nil {
+				n.failBatch(ids, proposeErr(err))
+				continue
+			}
+			t := time.NewTimer(n.cfg.TickInterval)
+			select {
+			case <-n.stopc:
+				t.Stop()
+				return
+			case <-n.readyTaken:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+}
+
+func proposeErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrProposalDropped):
+		return ErrProposalDropped
+	case errors.Is(err, raft.ErrStopped), errors.Is(err, context.Canceled):
+		return ErrStopped
+	}
+	return err
+}
+
+// failBatch wakes the waiters of a batch raft did not take.
+func (n *Node) failBatch(ids []uint64, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, id := range ids {
+		n.deliver(id, err)
+	}
+}
