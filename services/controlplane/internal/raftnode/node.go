@@ -141,9 +141,9 @@ type Node struct {
 	confState   *raftpb.ConfState
 	snapIndex   uint64
 	snapshotNow bool
-	snapping    bool               // a snapshot is being written in the background
-	snapDone    chan snapshotDone  // its outcome, back to the Ready loop
-	waiters     map[uint64]*waiter // by proposal id
+	snapping    bool                // a snapshot is being written in the background
+	snapDone    chan snapshotDone   // its outcome, back to the Ready loop
+	waiters     map[uint64]*waiter  // by proposal id
 	placed      map[uint64][]uint64 // log index → proposal ids, for waiters seen in a Ready
 	reads       map[uint64]chan uint64
 	lastHeard   map[uint64]time.Time
@@ -157,7 +157,7 @@ type Node struct {
 	hooks     []hook
 	hookSeq   uint64         // leader changes queued so far
 	hookQueue []queuedChange // leader changes not yet handed to the hooks
-	hookWake  chan struct{} // capacity 1
+	hookWake  chan struct{}  // capacity 1
 
 	// Proposals waiting for the proposer (see batch.go).
 	queueMu    sync.Mutex
