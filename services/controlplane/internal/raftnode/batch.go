@@ -21,6 +21,13 @@ const (
 	maxBatchBytes = 256 << 10
 	// maxBatchProposals bounds how many proposals share one entry.
 	maxBatchProposals = 1024
+	// maxInflight is how many batches may be proposed and not yet applied.
+	// One: the next batch waits for the previous one's commit, and so takes
+	// everything that arrived meanwhile. Measured on 3 members sharing 2
+	// vCPUs at 64 clients, 1 in flight against no limit: 5,851–6,480
+	// against 4,364–4,512 writes/s (the cost of a round — fsyncs, messages,
+	// wake-ups — is shared by more writes); 2 in flight: 5,648.
+	maxInflight = 1
 )
 
 // appendFrame appends one proposal's frame to b.
@@ -90,10 +97,10 @@ func (n *Node) takeBatch() (ids []uint64, data []byte) {
 	return ids, data
 }
 
-// runProposer hands queued proposals to raft, a batch at a time. After each
-// batch it waits until raft has handed its entries out in a Ready (they are
-// being written and sent), or briefly: what queues up meanwhile would not
-// reach the disk before that Ready anyway, and goes out as the next batch.
+// runProposer hands queued proposals to raft, a batch at a time, with at
+// most maxInflight batches proposed and not yet applied. After proposing a
+// batch it waits until raft has handed its entry out in a Ready, to learn
+// its index (or briefly, when no Ready comes).
 func (n *Node) runProposer() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -104,6 +111,7 @@ func (n *Node) runProposer() {
 		case <-ctx.Done():
 		}
 	}()
+	var inflight []uint64 // log indexes of batches proposed and not yet applied
 	for {
 		select {
 		case <-n.stopc:
@@ -111,6 +119,12 @@ func (n *Node) runProposer() {
 		case <-n.queueWake:
 		}
 		for {
+			for len(inflight) >= maxInflight {
+				if !n.waitAppliedOrGiveUp(inflight[0]) {
+					return
+				}
+				inflight = inflight[1:]
+			}
 			ids, data := n.takeBatch()
 			if len(ids) == 0 {
 				break
@@ -131,11 +145,36 @@ func (n *Node) runProposer() {
 				t.Stop()
 				return
 			case <-n.readyTaken:
+				inflight = append(inflight, n.lastAppended.Load())
 			case <-t.C:
 			}
 			t.Stop()
 		}
 	}
+}
+
+// waitAppliedOrGiveUp waits until index is applied here, this node stops
+// leading, or an election timeout passes. It reports false once the node
+// stops.
+func (n *Node) waitAppliedOrGiveUp(index uint64) bool {
+	limit := time.NewTimer(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
+	defer limit.Stop()
+	for n.applied.Load() < index && n.IsLeader() {
+		n.mu.Lock()
+		wake := n.appliedWake
+		n.mu.Unlock()
+		if n.applied.Load() >= index {
+			break
+		}
+		select {
+		case <-n.stopc:
+			return false
+		case <-limit.C:
+			return true
+		case <-wake:
+		}
+	}
+	return true
 }
 
 func proposeErr(err error) error {

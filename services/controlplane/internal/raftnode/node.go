@@ -27,9 +27,12 @@ import (
 
 // StateMachine is what the node drives with committed entries.
 type StateMachine interface {
-	// Apply applies one committed entry's data at index and returns the
-	// result handed back to the proposer.
-	Apply(index uint64, data []byte) any
+	// Apply applies one committed proposal's data at index and returns the
+	// result handed back to the proposer. decoded is what the proposer
+	// passed to Propose along with data when the proposal was made on this
+	// node and its caller still waits (the state machine may use it instead
+	// of decoding data); nil otherwise.
+	Apply(index uint64, data []byte, decoded any) any
 	// Snapshot captures the state as of the last applied entry and returns
 	// a function that serialises that capture. The capture must be cheap;
 	// the function runs on another goroutine while Apply goes on.
@@ -130,11 +133,13 @@ type Node struct {
 	rn      raft.Node
 	tr      Transport
 
-	lead      atomic.Uint64
-	clusterID atomic.Uint64
-	clusterMu sync.Mutex
-	term      atomic.Uint64
-	applied   atomic.Uint64
+	lead         atomic.Uint64
+	clusterID    atomic.Uint64
+	clusterMu    sync.Mutex
+	term         atomic.Uint64
+	applied      atomic.Uint64
+	lastAppended atomic.Uint64         // index of the last entry handed out in a Ready
+	quorumErr    atomic.Pointer[error] // nil while this node has a quorum; see checkQuorum
 
 	mu          sync.Mutex
 	members     map[uint64]*hivemindv1.Member
@@ -384,6 +389,7 @@ func (n *Node) run() {
 			return
 		case <-ticker.C:
 			n.rn.Tick()
+			n.checkQuorum()
 		case d := <-n.snapDone:
 			if err := n.finishSnapshot(d); err != nil {
 				n.log.Error("raft: stopping after a storage failure", "err", err)
@@ -406,9 +412,11 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		lead := rd.SoftState.Lead
 		n.lead.Store(lead)
 		n.leaderChanged(lead)
+		n.checkQuorum()
 	}
 	n.placeWaiters(rd.Entries)
 	if len(rd.Entries) > 0 {
+		n.lastAppended.Store(rd.Entries[len(rd.Entries)-1].GetIndex())
 		select {
 		case n.readyTaken <- struct{}{}:
 		default:
@@ -463,9 +471,10 @@ func (n *Node) apply(e *raftpb.Entry) error {
 		if err := frames(e.GetData(), func(uint64, []byte) {}); err != nil {
 			return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
 		}
+		decoded := n.decodedProposals(e.GetData())
 		var results []result
 		_ = frames(e.GetData(), func(id uint64, data []byte) {
-			results = append(results, result{id, n.sm.Apply(e.GetIndex(), data)})
+			results = append(results, result{id, n.sm.Apply(e.GetIndex(), data, decoded[id])})
 		})
 		n.resolve(e.GetIndex(), results)
 	case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:

@@ -90,7 +90,7 @@ func TestFollowerProposeSaysNotLeader(t *testing.T) {
 	lead := c.Leader()
 	n := c.Node(others(c, lead.ID())[0])
 	raftnodetest.WaitFor(t, "the follower to learn the leader", 5*time.Second, func() bool { return n.Leader() == lead.ID() })
-	_, err := n.Propose(context.Background(), []byte("x"))
+	_, err := n.Propose(context.Background(), []byte("x"), nil)
 	var nl *raftnode.NotLeaderError
 	if !errors.As(err, &nl) || nl.Leader != lead.ID() || !errors.Is(err, raftnode.ErrNotLeader) {
 		t.Fatalf("follower propose: %v", err)
@@ -118,7 +118,7 @@ func TestCutOffFollowerFailsFast(t *testing.T) {
 	if err := f.ReadIndex(context.Background()); !errors.Is(err, raftnode.ErrNoQuorum) || time.Since(start) > 500*time.Millisecond {
 		t.Fatalf("cut-off follower read index: %v after %v", err, time.Since(start))
 	}
-	if _, err := f.Propose(context.Background(), []byte("x")); !errors.Is(err, raftnode.ErrNoQuorum) {
+	if _, err := f.Propose(context.Background(), []byte("x"), nil); !errors.Is(err, raftnode.ErrNoQuorum) {
 		t.Fatalf("cut-off follower propose: %v", err)
 	}
 	c.Net.Heal()
@@ -163,7 +163,7 @@ func TestPartitionedMinorityFailsFastMajorityServes(t *testing.T) {
 	// The old leader notices within its quorum window, then fails fast.
 	raftnodetest.WaitFor(t, "the old leader to see it is degraded", 5*time.Second, func() bool { bad, _ := lead.Degraded(); return bad })
 	start := time.Now()
-	_, err := lead.Propose(context.Background(), []byte("minority"))
+	_, err := lead.Propose(context.Background(), []byte("minority"), nil)
 	if !errors.Is(err, raftnode.ErrNoQuorum) || time.Since(start) > 500*time.Millisecond {
 		t.Fatalf("minority propose: %v after %v", err, time.Since(start))
 	}
@@ -188,7 +188,7 @@ func TestPartitionedMinorityFailsFastMajorityServes(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := newLead.Propose(ctx, []byte("majority")); err != nil {
+	if _, err := newLead.Propose(ctx, []byte("majority"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Node(rest[0]).ReadIndex(ctx); err != nil {

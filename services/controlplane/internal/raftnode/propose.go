@@ -52,6 +52,25 @@ func (n *Node) Degraded() (bool, string) {
 	return false, ""
 }
 
+// checkQuorum runs on every tick and leader change: it refreshes the
+// quorum state Propose reads, and once the quorum is gone fails the
+// proposals waiting here, so that a write caught by a partition fails fast
+// instead of waiting for its deadline.
+func (n *Node) checkQuorum() {
+	bad, why := n.Degraded()
+	if !bad {
+		n.quorumErr.Store(nil)
+		return
+	}
+	err := fmt.Errorf("%w: %s", ErrNoQuorum, why)
+	n.quorumErr.Store(&err)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for id := range n.waiters {
+		n.deliver(id, err)
+	}
+}
+
 func (n *Node) noQuorum() error {
 	if bad, why := n.Degraded(); bad {
 		return fmt.Errorf("%w: %s", ErrNoQuorum, why)
@@ -64,18 +83,27 @@ func (n *Node) noQuorum() error {
 // follower gets a *NotLeaderError. Without a quorum it fails fast with
 // ErrNoQuorum instead of waiting for ctx. Concurrent proposals may share a
 // log entry (see batch.go); data must not be changed after the call.
-func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
+// decoded, if not nil, is handed to this node's state machine along with
+// data when the entry is applied (see StateMachine.Apply); it must be what
+// data decodes to and must not be changed either.
+func (n *Node) Propose(ctx context.Context, data []byte, decoded any) (any, error) {
 	if n.stopped.Load() {
 		return nil, ErrStopped
 	}
-	if err := n.noQuorum(); err != nil {
-		return nil, err
-	}
-	if lead := n.lead.Load(); lead != n.cfg.ID {
-		return nil, &NotLeaderError{Leader: lead}
+	// A leader that had a quorum at the last check skips checking again:
+	// if the quorum was lost since, the next check fails this proposal.
+	// Anyone else checks now (a leader just elected must not be refused on
+	// its state as a follower).
+	if lead := n.lead.Load(); lead != n.cfg.ID || n.quorumErr.Load() != nil {
+		if err := n.noQuorum(); err != nil {
+			return nil, err
+		}
+		if lead != n.cfg.ID {
+			return nil, &NotLeaderError{Leader: lead}
+		}
 	}
 	id := n.nextID.Add(1)
-	w := &waiter{ch: make(chan any, 1), term: n.term.Load()}
+	w := &waiter{ch: make(chan any, 1), term: n.term.Load(), decoded: decoded}
 	n.mu.Lock()
 	n.waiters[id] = w
 	n.mu.Unlock()
@@ -91,24 +119,16 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 	return res, nil
 }
 
-// await waits for a result, checking every few ticks whether the quorum
-// was lost meanwhile, so that a write caught by a partition fails fast.
+// await waits for a result; checkQuorum fails it if the quorum is lost
+// meanwhile.
 func (n *Node) await(ctx context.Context, ch <-chan any) (any, error) {
-	check := time.NewTicker(max(n.cfg.TickInterval, 20*time.Millisecond))
-	defer check.Stop()
-	for {
-		select {
-		case res := <-ch:
-			return res, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-n.done:
-			return nil, ErrStopped
-		case <-check.C:
-			if err := n.noQuorum(); err != nil {
-				return nil, err
-			}
-		}
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-n.done:
+		return nil, ErrStopped
 	}
 }
 

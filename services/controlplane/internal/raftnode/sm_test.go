@@ -13,7 +13,7 @@ type listSM struct {
 	items []string
 }
 
-func (s *listSM) Apply(_ uint64, data []byte) any {
+func (s *listSM) Apply(_ uint64, data []byte, _ any) any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.items = append(s.items, string(data))

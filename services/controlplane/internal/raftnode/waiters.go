@@ -16,9 +16,30 @@ import (
 // the next leader may well commit it, and failing it then would tell the
 // caller "dropped" about a write that happened.
 type waiter struct {
-	ch    chan any
-	term  uint64 // term when proposed
-	index uint64 // log index once seen in a Ready; 0 before
+	ch      chan any
+	term    uint64 // term when proposed
+	index   uint64 // log index once seen in a Ready; 0 before
+	decoded any    // what the proposer passed along with its data
+}
+
+// decodedProposals returns what the proposers on this node passed along
+// with the proposals of an entry, by proposal id (nil on followers).
+func (n *Node) decodedProposals(data []byte) map[uint64]any {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.waiters) == 0 {
+		return nil
+	}
+	var out map[uint64]any
+	_ = frames(data, func(id uint64, _ []byte) {
+		if w, ok := n.waiters[id]; ok && w.decoded != nil {
+			if out == nil {
+				out = map[uint64]any{}
+			}
+			out[id] = w.decoded
+		}
+	})
+	return out
 }
 
 // placeWaiters records at which index this node appended each waiting

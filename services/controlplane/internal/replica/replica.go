@@ -152,10 +152,15 @@ type applier struct {
 	hub *watch.Hub
 }
 
-func (a *applier) Apply(_ uint64, data []byte) any {
-	cmd := &raftv1.Command{}
-	if err := proto.Unmarshal(data, cmd); err != nil {
-		return &raftv1.Result{Code: int32(codes.Internal), Message: "undecodable log entry: " + err.Error()}
+// Apply applies a command: on the leader, the one it proposed (data is its
+// encoding); elsewhere, decoded from data.
+func (a *applier) Apply(_ uint64, data []byte, decoded any) any {
+	cmd, ok := decoded.(*raftv1.Command)
+	if !ok {
+		cmd = &raftv1.Command{}
+		if err := proto.Unmarshal(data, cmd); err != nil {
+			return &raftv1.Result{Code: int32(codes.Internal), Message: "undecodable log entry: " + err.Error()}
+		}
 	}
 	res, events := a.m.Apply(cmd)
 	if len(events) > 0 {
@@ -216,7 +221,7 @@ func (r *Replica) Propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Res
 	if err != nil {
 		return nil, err
 	}
-	res, err := r.node.Propose(ctx, data)
+	res, err := r.node.Propose(ctx, data, cmd)
 	var nl *raftnode.NotLeaderError
 	if errors.As(err, &nl) {
 		cmd.Hlc, cmd.Proposer = 0, ""

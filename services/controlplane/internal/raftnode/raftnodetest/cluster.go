@@ -185,7 +185,7 @@ func (c *Cluster) Propose(data []byte) (any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
-		res, err := c.Leader().Propose(ctx, data)
+		res, err := c.Leader().Propose(ctx, data, nil)
 		retry := errors.Is(err, raftnode.ErrNotLeader) || errors.Is(err, raftnode.ErrProposalDropped) || errors.Is(err, raftnode.ErrNoQuorum)
 		if !retry || ctx.Err() != nil {
 			return res, err

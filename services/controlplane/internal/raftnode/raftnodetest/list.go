@@ -21,7 +21,7 @@ type List struct {
 func NewList() raftnode.StateMachine { return &List{} }
 
 // Apply appends data.
-func (l *List) Apply(_ uint64, data []byte) any {
+func (l *List) Apply(_ uint64, data []byte, _ any) any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.items = append(l.items, string(data))
