@@ -66,6 +66,34 @@ func TestReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 	converged(t, c, "a0", "a9", "after")
 }
 
+// A leader stopped gracefully hands leadership over: a successor leads
+// within a few ticks of the stop, well before the followers' election
+// timeout (10 ticks, randomized up to 20) would have let one campaign.
+func TestGracefulStopHandsLeadershipOver(t *testing.T) {
+	c := raftnodetest.NewCluster(t, 3, raftnodetest.NewList)
+	propose(t, c, "before")
+	old := c.Leader()
+	start := time.Now()
+	c.Stop(old.ID())
+	limit := 5 * raftnode.TestConfig(1, "", nil).TickInterval
+	for {
+		took := time.Since(start)
+		for _, id := range c.Running() {
+			if c.Node(id).IsLeader() {
+				if took > limit {
+					t.Fatalf("member %x leads %v after the stop began, later than a handover's %v", id, took, limit)
+				}
+				propose(t, c, "after")
+				return
+			}
+		}
+		if took > limit {
+			t.Fatalf("no successor %v after the leader's graceful stop began", limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // One cluster on real gRPC over loopback: replication, a member's restart
 // at the same address, and catching up over the stream.
 func TestGRPCTransport(t *testing.T) {

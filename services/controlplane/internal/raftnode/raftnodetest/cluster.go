@@ -193,32 +193,41 @@ func (c *Cluster) Propose(data []byte) (any, error) {
 	}
 }
 
-// Stop stops member id gracefully (leadership handed over first).
+// Stop stops member id gracefully: it hands leadership over while still
+// connected, then leaves the network.
 func (c *Cluster) Stop(id uint64) {
 	c.T.Helper()
-	c.halt(id, func(n *raftnode.Node) error { return n.Stop(context.Background()) })
-}
-
-// Crash stops member id as a killed process would.
-func (c *Cluster) Crash(id uint64) {
-	c.T.Helper()
-	c.halt(id, (*raftnode.Node).Crash)
-}
-
-func (c *Cluster) halt(id uint64, how func(*raftnode.Node) error) {
 	n, ok := c.nodes[id]
 	if !ok {
 		return
 	}
+	if err := n.Stop(context.Background()); err != nil {
+		c.T.Errorf("stop member %d: %v", id, err)
+	}
+	c.detach(id)
+}
+
+// Crash stops member id as a killed process would: cut off first, then
+// halted without a handover.
+func (c *Cluster) Crash(id uint64) {
+	c.T.Helper()
+	n, ok := c.nodes[id]
+	if !ok {
+		return
+	}
+	c.detach(id)
+	if err := n.Crash(); err != nil {
+		c.T.Errorf("crash member %d: %v", id, err)
+	}
+}
+
+func (c *Cluster) detach(id uint64) {
 	if c.Net != nil {
 		c.Net.Detach(id)
 	} else {
 		c.servers[id].node.Store(nil)
 	}
 	delete(c.nodes, id)
-	if err := how(n); err != nil {
-		c.T.Errorf("stop member %d: %v", id, err)
-	}
 }
 
 // Restart starts a stopped member again from its directory, with a fresh
