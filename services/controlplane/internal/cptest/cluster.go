@@ -148,18 +148,22 @@ func (c *Cluster) halt(i int, crash bool) {
 	if n.Replica == nil {
 		return
 	}
-	if c.Net != nil {
-		c.Net.Detach(replica.MemberID(n.Name))
+	detach := func() {
+		if c.Net != nil {
+			c.Net.Detach(replica.MemberID(n.Name))
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if crash {
+		detach() // cut off first, as a killed process is
 		_ = n.Replica.Crash()
 		cancel()
 		n.server.Stop(ctx) // ctx is done: calls are cut off at once
 	} else {
-		_ = n.Replica.Stop(ctx)
+		_ = n.Replica.Stop(ctx) // hands leadership over while connected
 		n.server.Stop(ctx)
+		detach()
 	}
 	n.Replica, n.server = nil, nil
 }
