@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -96,17 +95,26 @@ func registryDetection(dir, binDir string, p membershipPreset, n, runs int, load
 			_ = m.node.Agent().Shutdown()
 		}
 	}()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Warnings and errors of the in-process nodes go to one file beside the
+	// cluster's logs (kept with HIVEMIND_BENCH_KEEP=1), to tell why a node
+	// did not join or was declared failed.
+	nodeLog, err := os.OpenFile(filepath.Join(dir, "nodes.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return result{}, err
+	}
+	defer nodeLog.Close()
+	logs := slog.New(slog.NewTextHandler(nodeLog, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	next := 0
 	start := func() error {
 		name := fmt.Sprintf("m%03d", next)
 		next++
 		g := p.config(name)
 		g.BindAddr, g.BindPort, g.AdvertisePort = "127.0.0.1", 0, 0
-		g.Secret, g.DataDir, g.Logger = sec, filepath.Join(dir, "nodes", name), quiet
+		logger := logs.With("node", name)
+		g.Secret, g.DataDir, g.Logger = sec, filepath.Join(dir, "nodes", name), logger
 		node, err := cluster.NewNode(cluster.NodeConfig{
 			Name: name, Roles: &hivemindv1.Roles{Performs: []string{"host"}}, GRPCAddress: "127.0.0.1:1",
-			Seeds: eps, Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, sec)}, Gossip: g, Logger: quiet,
+			Seeds: eps, Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, sec)}, Gossip: g, Logger: logger,
 		})
 		if err != nil {
 			return err
@@ -118,7 +126,7 @@ func registryDetection(dir, binDir string, p membershipPreset, n, runs int, load
 		case <-node.Joined():
 			return nil
 		case <-time.After(30 * time.Second):
-			return fmt.Errorf("%s did not join within 30s", name)
+			return fmt.Errorf("%s did not join within 30s (see %s)", name, nodeLog.Name())
 		}
 	}
 	for len(members) < n {
