@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
@@ -158,10 +159,23 @@ func Propose(ctx context.Context, p Proposer, cmd *raftv1.Command) (*raftv1.Resu
 	return res, nil
 }
 
+// answerOf returns a copy of a write's result to put a header on: the
+// result is shared with the state machine's idempotency window and must not
+// be changed. The copy is shallow: the messages inside it (an event, a
+// key's value) are shared, read only, with the state machine, which never
+// changes a stored message either.
+func answerOf[M proto.Message](res M) M {
+	src := res.ProtoReflect()
+	out := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		out.Set(fd, v)
+		return true
+	})
+	return out.Interface().(M)
+}
+
 // answeredBy completes the header a write's result carries (revision and
 // epoch, the same on every member) with who answered and in which term.
-// The result itself is shared with the state machine's idempotency window,
-// hence the copy.
 func (s *Server) answeredBy(h *hivemindv1.ResponseHeader) *hivemindv1.ResponseHeader {
 	local := s.store.Header(h.GetRevision(), false)
 	local.Epoch = h.GetEpoch()
@@ -188,7 +202,7 @@ func (s *Server) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventReq
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(res.GetAppendEvent()).(*hivemindv1.AppendEventResponse)
+	out := answerOf(res.GetAppendEvent())
 	out.Header = s.answeredBy(out.GetHeader())
 	return out, nil
 }
@@ -202,7 +216,7 @@ func (s *Server) Put(ctx context.Context, req *hivemindv1.PutRequest) (*hivemind
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(res.GetPut()).(*hivemindv1.PutResponse)
+	out := answerOf(res.GetPut())
 	out.Header = s.answeredBy(out.GetHeader())
 	return out, nil
 }
@@ -220,7 +234,7 @@ func (s *Server) Delete(ctx context.Context, req *hivemindv1.DeleteRequest) (*hi
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(res.GetDelete()).(*hivemindv1.DeleteResponse)
+	out := answerOf(res.GetDelete())
 	out.Header = s.answeredBy(out.GetHeader())
 	return out, nil
 }
@@ -235,7 +249,7 @@ func (s *Server) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemind
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(res.GetTxn()).(*hivemindv1.TxnResponse)
+	out := answerOf(res.GetTxn())
 	out.Header = s.answeredBy(out.GetHeader())
 	return out, nil
 }
@@ -246,7 +260,7 @@ func (s *Server) ClaimIntent(ctx context.Context, req *hivemindv1.ClaimIntentReq
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(res.GetClaimIntent()).(*hivemindv1.ClaimIntentResponse)
+	out := answerOf(res.GetClaimIntent())
 	out.Header = s.answeredBy(out.GetHeader())
 	return out, nil
 }
@@ -257,7 +271,7 @@ func (s *Server) CompleteIntent(ctx context.Context, req *hivemindv1.CompleteInt
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(res.GetCompleteIntent()).(*hivemindv1.CompleteIntentResponse)
+	out := answerOf(res.GetCompleteIntent())
 	out.Header = s.answeredBy(out.GetHeader())
 	return out, nil
 }
@@ -268,7 +282,7 @@ func (s *Server) ReleaseIntent(ctx context.Context, req *hivemindv1.ReleaseInten
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(res.GetReleaseIntent()).(*hivemindv1.ReleaseIntentResponse)
+	out := answerOf(res.GetReleaseIntent())
 	out.Header = s.answeredBy(out.GetHeader())
 	return out, nil
 }
@@ -279,7 +293,7 @@ func (s *Server) Compact(ctx context.Context, req *hivemindv1.CompactRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(res.GetCompact()).(*hivemindv1.CompactResponse)
+	out := answerOf(res.GetCompact())
 	out.Header = s.answeredBy(out.GetHeader())
 	return out, nil
 }
