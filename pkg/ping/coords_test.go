@@ -101,15 +101,22 @@ func TestEstimateRTTOverGossip(t *testing.T) {
 		return nodeOptions{
 			hook: func(_ string, c *Coordinates) gossip.PingHook { return delayed{self: i, hook: c} },
 			gossip: func(c *gossip.Config) {
-				// Probe often, so that coordinates converge in seconds, and
-				// do not slow down when a busy machine makes probes late.
-				c.ProbeInterval, c.ProbeTimeout = 50*time.Millisecond, 40*time.Millisecond
+				// Probe and gossip every 100 ms: often enough for the
+				// coordinates to converge in seconds, seldom enough for a
+				// loaded machine (-race, other test packages) to keep up
+				// with nine members in one process (at 50 and 20 ms the
+				// cluster did not even form there). Probes do not slow
+				// down when late, and failure detection is not under test:
+				// a member whose acks are late is suspected for ~4 s
+				// before it is declared dead.
+				c.ProbeInterval, c.ProbeTimeout = 100*time.Millisecond, 80*time.Millisecond
+				c.GossipInterval = 100 * time.Millisecond
 				c.AwarenessMaxMultiplier = 1
-				c.SuspicionMult = 6
+				c.SuspicionMult = 40
 			},
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	client := dial(t, nodes[0])
 	start := time.Now()
@@ -119,7 +126,9 @@ func TestEstimateRTTOverGossip(t *testing.T) {
 			t.Logf("estimates off at the end: %v", bad)
 		}
 	})
-	waitFor(t, 40*time.Second, "every estimate within 25%", func() bool {
+	// Convergence takes 6–24 s here on a quiet machine and longer beside
+	// other test packages; the bound checked is the 25%, not the time.
+	waitFor(t, 90*time.Second, "every estimate within 25%", func() bool {
 		bad = bad[:0]
 		for i := range n {
 			for j := i + 1; j < n; j++ {
