@@ -120,7 +120,13 @@ func (n *Node) runProposer() {
 		}
 		for {
 			for len(inflight) >= maxInflight {
-				if !n.waitAppliedOrGiveUp(inflight[0]) {
+				// Bounded: a leader cut off from its followers must not
+				// hold back what queues up behind (it fails at the next
+				// quorum check instead).
+				wctx, wcancel := context.WithTimeout(ctx, time.Duration(n.cfg.ElectionTicks)*n.cfg.TickInterval)
+				err := n.WaitApplied(wctx, inflight[0])
+				wcancel()
+				if errors.Is(err, ErrStopped) || ctx.Err() != nil {
 					return
 				}
 				inflight = inflight[1:]
@@ -151,30 +157,6 @@ func (n *Node) runProposer() {
 			t.Stop()
 		}
 	}
-}
-
-// waitAppliedOrGiveUp waits until index is applied here, this node stops
-// leading, or an election timeout passes. It reports false once the node
-// stops.
-func (n *Node) waitAppliedOrGiveUp(index uint64) bool {
-	limit := time.NewTimer(time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval)
-	defer limit.Stop()
-	for n.applied.Load() < index && n.IsLeader() {
-		n.mu.Lock()
-		wake := n.appliedWake
-		n.mu.Unlock()
-		if n.applied.Load() >= index {
-			break
-		}
-		select {
-		case <-n.stopc:
-			return false
-		case <-limit.C:
-			return true
-		case <-wake:
-		}
-	}
-	return true
 }
 
 func proposeErr(err error) error {
