@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,6 +51,32 @@ func (p *procs) stop() {
 			<-done
 		}
 	}
+}
+
+// cpu is the user and system time the processes have used so far, read
+// from /proc (zero where it cannot be read, such as off Linux).
+func (p *procs) cpu() time.Duration {
+	if p == nil {
+		return 0
+	}
+	var ticks int64
+	for _, c := range p.cmds {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses and may
+		// hold spaces: state is field 3, utime 14 and stime 15.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	// The kernel reports in clock ticks of USER_HZ, 100 on Linux.
+	return time.Duration(ticks) * (time.Second / 100)
 }
 
 // freePorts returns n loopback ports that were free a moment ago.

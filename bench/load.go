@@ -5,7 +5,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // result is one row of the benchmark output.
@@ -34,6 +37,42 @@ type result struct {
 	AvgMs    float64 `json:"avg_ms,omitempty"`
 	StdDevMs float64 `json:"stddev_ms,omitempty"`
 	MinMs    float64 `json:"min_ms,omitempty"`
+
+	// ServerCPUusPerOp and ClientCPUusPerOp are the CPU time (user and
+	// system) the servers and the load generator spent per successful
+	// operation over the step, in microseconds. On a machine the two share,
+	// their sum bounds the throughput: cores / sum.
+	ServerCPUusPerOp float64 `json:"server_cpu_us_per_op,omitempty"`
+	ClientCPUusPerOp float64 `json:"client_cpu_us_per_op,omitempty"`
+}
+
+// opRate, when positive, caps the operations per second of a load step
+// (all clients together), so that CPU per operation can be compared at the
+// same load instead of at saturation (-rate).
+var opRate float64
+
+// measured runs step and adds the CPU the servers (when known) and this
+// process spent per successful operation.
+func measured(servers *procs, step func() result) result {
+	s0, c0 := servers.cpu(), selfCPU()
+	r := step()
+	s1, c1 := servers.cpu(), selfCPU()
+	if r.Ops > 0 {
+		if servers != nil {
+			r.ServerCPUusPerOp = float64((s1 - s0).Microseconds()) / float64(r.Ops)
+		}
+		r.ClientCPUusPerOp = float64((c1 - c0).Microseconds()) / float64(r.Ops)
+	}
+	return r
+}
+
+// selfCPU is the user and system time of this process so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // closedLoop runs clients goroutines, each issuing op back to back for d,
@@ -46,12 +85,19 @@ func closedLoop(ctx context.Context, clients int, d time.Duration, op func(ctx c
 	var firstErr atomic.Value
 	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup
+	var limit *rate.Limiter
+	if opRate > 0 {
+		limit = rate.NewLimiter(rate.Limit(opRate), 1)
+	}
 	start := time.Now()
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			for time.Now().Before(end) {
+				if limit != nil && limit.Wait(ctx) != nil {
+					return
+				}
 				opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				t := time.Now()
 				err := op(opCtx)

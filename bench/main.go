@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +46,19 @@ func main() {
 	members := flag.Int("members", 50, "membership suite: agents in the gossip pool")
 	runs := flag.Int("runs", 20, "membership suite: kills measured per preset and load")
 	systems := flag.String("systems", "", "membership suite: comma-separated presets to run (hivemind, memberlist-lan); empty runs all")
+	flag.Float64Var(&opRate, "rate", 0, "cap each load step at this many operations per second (0: as fast as the clients go)")
+	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fatalf("%v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatalf("%v", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	var counts []int
 	for _, s := range strings.Split(*clientsFlag, ",") {
@@ -158,6 +171,7 @@ func fatalf(format string, args ...any) {
 }
 
 func benchHivemind(ctx context.Context, dir, binDir string, eps []string, counts []int, d time.Duration, payload []byte, watchers, fanoutEvents int) ([]result, error) {
+	var servers *procs
 	if eps == nil {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
@@ -167,7 +181,7 @@ func benchHivemind(ctx context.Context, dir, binDir string, eps []string, counts
 			return nil, err
 		}
 		defer p.stop()
-		eps = started
+		eps, servers = started, p
 	}
 	cl, err := cpclient.New(cpclient.Config{Endpoints: eps, Dial: dialConfig()})
 	if err != nil {
@@ -186,9 +200,11 @@ func benchHivemind(ctx context.Context, dir, binDir string, eps []string, counts
 
 	var out []result
 	for _, n := range counts {
-		r := closedLoop(ctx, n, d, func(c context.Context) error {
-			_, err := cl.AppendEvent(c, &hivemindv1.AppendEventRequest{Type: "bench.append", Uri: "/bench/append", Payload: payload})
-			return err
+		r := measured(servers, func() result {
+			return closedLoop(ctx, n, d, func(c context.Context) error {
+				_, err := cl.AppendEvent(c, &hivemindv1.AppendEventRequest{Type: "bench.append", Uri: "/bench/append", Payload: payload})
+				return err
+			})
 		})
 		r.Name, r.System, r.Payload = "controlplane.append", "hivemind", len(payload)
 		fmt.Fprintf(os.Stderr, "hivemind append clients=%d: %.0f ops/s p99 %.1fms\n", n, r.OpsPerSec, r.P99ms)
@@ -304,9 +320,11 @@ func benchEtcd(ctx context.Context, dir, bin string, counts []int, d time.Durati
 	val := string(payload)
 	var out []result
 	for _, n := range counts {
-		r := closedLoop(ctx, n, d, func(c context.Context) error {
-			_, err := cli.Put(c, "/bench/append", val)
-			return err
+		r := measured(p, func() result {
+			return closedLoop(ctx, n, d, func(c context.Context) error {
+				_, err := cli.Put(c, "/bench/append", val)
+				return err
+			})
 		})
 		r.Name, r.System, r.Payload = "controlplane.append", "etcd", len(payload)
 		r.Note = "etcd put, same load generator"
@@ -317,10 +335,14 @@ func benchEtcd(ctx context.Context, dir, bin string, counts []int, d time.Durati
 }
 
 func printTable(rs []result) {
-	fmt.Println("| name | system | clients | ops/s | p50 ms | p99 ms | errors | note |")
-	fmt.Println("|---|---|---:|---:|---:|---:|---:|---|")
+	fmt.Println("| name | system | clients | ops/s | p50 ms | p99 ms | errors | CPU µs/op server + client | note |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range rs {
-		fmt.Printf("| %s | %s | %d | %.0f | %.2f | %.2f | %d | %s |\n", r.Name, r.System, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.Note)
+		cpu := ""
+		if r.ServerCPUusPerOp > 0 || r.ClientCPUusPerOp > 0 {
+			cpu = fmt.Sprintf("%.0f + %.0f", r.ServerCPUusPerOp, r.ClientCPUusPerOp)
+		}
+		fmt.Printf("| %s | %s | %d | %.0f | %.2f | %.2f | %d | %s | %s |\n", r.Name, r.System, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, cpu, r.Note)
 	}
 }
 

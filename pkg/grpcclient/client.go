@@ -8,6 +8,9 @@
 package grpcclient
 
 import (
+	// Registers the vtproto-aware codec for this process's gRPC calls.
+	_ "github.com/hivemind/hivemind/pkg/grpccodec"
+
 	"context"
 	"time"
 

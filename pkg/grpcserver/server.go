@@ -5,6 +5,9 @@
 package grpcserver
 
 import (
+	// Registers the vtproto-aware codec for this process's gRPC calls.
+	_ "github.com/hivemind/hivemind/pkg/grpccodec"
+
 	"context"
 	"errors"
 	"fmt"

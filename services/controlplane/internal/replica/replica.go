@@ -158,7 +158,7 @@ func (a *applier) Apply(_ uint64, data []byte, decoded any) any {
 	cmd, ok := decoded.(*raftv1.Command)
 	if !ok {
 		cmd = &raftv1.Command{}
-		if err := proto.Unmarshal(data, cmd); err != nil {
+		if err := cmd.UnmarshalVT(data); err != nil {
 			return &raftv1.Result{Code: int32(codes.Internal), Message: "undecodable log entry: " + err.Error()}
 		}
 	}
@@ -173,12 +173,12 @@ func (a *applier) Apply(_ uint64, data []byte, decoded any) any {
 // the capture shares them) and serialises it later, off the apply loop.
 func (a *applier) Snapshot() (func() ([]byte, error), error) {
 	s := a.m.Snapshot()
-	return func() ([]byte, error) { return proto.Marshal(s) }, nil
+	return s.MarshalVT, nil
 }
 
 func (a *applier) Restore(b []byte) error {
 	s := &raftv1.Snapshot{}
-	if err := proto.Unmarshal(b, s); err != nil {
+	if err := s.UnmarshalVT(b); err != nil {
 		return err
 	}
 	if err := a.m.Restore(s); err != nil {
@@ -217,7 +217,7 @@ func (r *Replica) Propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Res
 	}
 	cmd.Hlc = uint64(r.clock.Now())
 	cmd.Proposer = r.cfg.Name
-	data, err := proto.Marshal(cmd)
+	data, err := cmd.MarshalVT()
 	if err != nil {
 		return nil, err
 	}
