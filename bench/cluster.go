@@ -16,6 +16,10 @@ import (
 	"github.com/hivemind/hivemind/pkg/auth"
 )
 
+// serverProcs, when positive, is the GOMAXPROCS of every server the
+// benchmark starts, hivemind's and etcd's alike (-server-procs).
+var serverProcs int
+
 // procs is a set of cluster processes started by the benchmark.
 type procs struct {
 	cmds []*exec.Cmd
@@ -24,6 +28,9 @@ type procs struct {
 
 func (p *procs) start(logName string, bin string, args ...string) error {
 	cmd := exec.Command(bin, args...)
+	if serverProcs > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", serverProcs))
+	}
 	f, err := os.Create(filepath.Join(p.dir, logName+".log"))
 	if err != nil {
 		return err

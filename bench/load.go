@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +40,11 @@ type result struct {
 	AvgMs    float64 `json:"avg_ms,omitempty"`
 	StdDevMs float64 `json:"stddev_ms,omitempty"`
 	MinMs    float64 `json:"min_ms,omitempty"`
+
+	// Rounds is how many runs the row summarises (controlplane rows: the
+	// median run by throughput), OpsPerSecRuns the throughput of each.
+	Rounds        int       `json:"rounds,omitempty"`
+	OpsPerSecRuns []float64 `json:"ops_per_sec_runs,omitempty"`
 
 	// ServerCPUusPerOp and ClientCPUusPerOp are the CPU time (user and
 	// system) the servers and the load generator spent per successful
@@ -137,3 +145,80 @@ func summarize(all []time.Duration) result {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// medianRounds merges rows of the same name, system, clients and watchers
+// from several rounds into the round with the median throughput (the lower
+// middle one for an even count), keeping every round's throughput.
+func medianRounds(runs [][]result) []result {
+	type key struct {
+		name, system      string
+		clients, watchers int
+	}
+	var order []key
+	groups := map[key][]result{}
+	for _, run := range runs {
+		for _, r := range run {
+			k := key{r.Name, r.System, r.Clients, r.Watchers}
+			if _, ok := groups[k]; !ok {
+				order = append(order, k)
+			}
+			groups[k] = append(groups[k], r)
+		}
+	}
+	out := make([]result, 0, len(order))
+	for _, k := range order {
+		g := groups[k]
+		all := make([]float64, len(g))
+		for i, r := range g {
+			all[i] = r.OpsPerSec
+		}
+		slices.SortStableFunc(g, func(a, b result) int { return cmp.Compare(a.OpsPerSec, b.OpsPerSec) })
+		m := g[(len(g)-1)/2]
+		m.Rounds, m.OpsPerSecRuns = len(g), all
+		out = append(out, m)
+	}
+	return out
+}
+
+// printRatios prints hivemind's throughput over etcd's for every client
+// count both were measured at: per round (the two ran minutes apart on the
+// same machine) and for the median rows.
+func printRatios(rs []result) {
+	byKey := map[string]map[int]result{}
+	for _, r := range rs {
+		if r.Name != "controlplane.append" {
+			continue
+		}
+		if byKey[r.System] == nil {
+			byKey[r.System] = map[int]result{}
+		}
+		byKey[r.System][r.Clients] = r
+	}
+	var counts []int
+	for c := range byKey["hivemind"] {
+		if _, ok := byKey["etcd"][c]; ok {
+			counts = append(counts, c)
+		}
+	}
+	if len(counts) == 0 {
+		return
+	}
+	slices.Sort(counts)
+	fmt.Println("| clients | hivemind ÷ etcd, ops/s per round | median rows | p99 hivemind / etcd ms |")
+	fmt.Println("|---:|---|---:|---|")
+	for _, c := range counts {
+		h, e := byKey["hivemind"][c], byKey["etcd"][c]
+		var per []string
+		for i := range min(len(h.OpsPerSecRuns), len(e.OpsPerSecRuns)) {
+			if e.OpsPerSecRuns[i] > 0 {
+				per = append(per, fmt.Sprintf("%.2f×", h.OpsPerSecRuns[i]/e.OpsPerSecRuns[i]))
+			}
+		}
+		ratio := 0.0
+		if e.OpsPerSec > 0 {
+			ratio = h.OpsPerSec / e.OpsPerSec
+		}
+		fmt.Printf("| %d | %s | %.2f× | %.1f / %.1f |\n", c, strings.Join(per, ", "), ratio, h.P99ms, e.P99ms)
+	}
+	fmt.Println()
+}

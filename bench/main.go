@@ -47,6 +47,8 @@ func main() {
 	runs := flag.Int("runs", 20, "membership suite: kills measured per preset and load")
 	systems := flag.String("systems", "", "membership suite: comma-separated presets to run (hivemind, memberlist-lan); empty runs all")
 	flag.Float64Var(&opRate, "rate", 0, "cap each load step at this many operations per second (0: as fast as the clients go)")
+	flag.IntVar(&serverProcs, "server-procs", 0, "GOMAXPROCS of each server started, hivemind and etcd alike (0: Go's default, the machine's cores)")
+	rounds := flag.Int("rounds", 3, "controlplane suite: rounds of both systems, each on fresh clusters; the table gives the median")
 	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -129,27 +131,51 @@ func main() {
 	ctx := context.Background()
 	payload := bytes.Repeat([]byte("x"), *payloadSize)
 
-	var results []result
 	absBin, _ := filepath.Abs(*binDir)
 	var eps []string
 	if *endpoints != "" {
 		eps = strings.Split(*endpoints, ",")
 	}
-	hm, err := benchHivemind(ctx, filepath.Join(dir, "hivemind"), absBin, eps, counts, *dur, payload, *watchers, *fanoutEvents)
+	etcdPath, err := exec.LookPath(*etcdBin)
 	if err != nil {
-		fatalf("hivemind: %v", err)
-	}
-	results = append(results, hm...)
-
-	if path, err := exec.LookPath(*etcdBin); err == nil {
-		er, err := benchEtcd(ctx, filepath.Join(dir, "etcd"), path, counts, *dur, payload)
-		if err != nil {
-			fatalf("etcd: %v", err)
-		}
-		results = append(results, er...)
-	} else {
 		fmt.Fprintf(os.Stderr, "etcd not found on PATH (%v): etcd rows skipped\n", err)
+		etcdPath = ""
 	}
+	// Both systems share the machine, whose speed drifts (fsync latency,
+	// other tenants): each round starts fresh clusters of both, in
+	// alternating order, and the table gives the median round.
+	var perRound [][]result
+	for round := 0; round < *rounds; round++ {
+		hivemindRun := func() error {
+			w := 0
+			if round == *rounds-1 {
+				w = *watchers // the fan-out step once, in the last round
+			}
+			hm, err := benchHivemind(ctx, filepath.Join(dir, fmt.Sprintf("hivemind-%d", round)), absBin, eps, counts, *dur, payload, w, *fanoutEvents)
+			perRound = append(perRound, hm)
+			return err
+		}
+		etcdRun := func() error {
+			if etcdPath == "" {
+				return nil
+			}
+			er, err := benchEtcd(ctx, filepath.Join(dir, fmt.Sprintf("etcd-%d", round)), etcdPath, counts, *dur, payload)
+			perRound = append(perRound, er)
+			return err
+		}
+		first, second := hivemindRun, etcdRun
+		if round%2 == 1 {
+			first, second = etcdRun, hivemindRun
+		}
+		if err := first(); err != nil {
+			fatalf("round %d: %v", round+1, err)
+		}
+		if err := second(); err != nil {
+			fatalf("round %d: %v", round+1, err)
+		}
+	}
+	results := medianRounds(perRound)
+	printRatios(results)
 
 	printTable(results)
 	if err := appendJSONL(*out, results); err != nil {
