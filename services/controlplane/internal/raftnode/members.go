@@ -156,6 +156,7 @@ func (n *Node) changeConf(ctx context.Context, typ raftpb.ConfChangeType, m *hiv
 	if err := n.WaitApplied(ctx, last); err != nil {
 		return err
 	}
+	term := n.Term()
 	if err := n.rn.ProposeConfChange(ctx, cc); err != nil {
 		if errors.Is(err, raft.ErrProposalDropped) {
 			return ErrProposalDropped
@@ -164,6 +165,8 @@ func (n *Node) changeConf(ctx context.Context, typ raftpb.ConfChangeType, m *hiv
 	}
 	// Wait until the change shows in the applied membership.
 	for {
+		// Judged before looking, so a change applied in between is seen.
+		lost := n.changeLost(term)
 		n.mu.Lock()
 		cur, present := n.members[m.GetId()]
 		n.mu.Unlock()
@@ -176,6 +179,9 @@ func (n *Node) changeConf(ctx context.Context, typ raftpb.ConfChangeType, m *hiv
 		if err := n.noQuorum(); err != nil {
 			return err
 		}
+		if lost {
+			return ErrProposalDropped
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -184,6 +190,18 @@ func (n *Node) changeConf(ctx context.Context, typ raftpb.ConfChangeType, m *hiv
 		case <-time.After(n.cfg.TickInterval):
 		}
 	}
+}
+
+// changeLost tells, for a change proposed in term and not (yet) seen
+// applied, whether it can no longer be: an entry of a later term has been
+// applied here. Every entry before that one is committed and applied too,
+// so had the change survived the leader change it would show by now.
+func (n *Node) changeLost(term uint64) bool {
+	if n.Term() == term {
+		return false
+	}
+	t, err := n.storage.Raft().Term(n.applied.Load())
+	return err == nil && t > term
 }
 
 // caughtUp: the peer's log matches the leader's to within a few entries.
