@@ -134,7 +134,10 @@ func (r *recorder) newBuf() lockedBuf {
 }
 
 func (r *recorder) pipe(from, to net.Conn, rec io.Writer) {
-	_, _ = io.Copy(io.MultiWriter(to, rec), from)
+	// Recorded before it is passed on: once a call has been answered, its
+	// request is in the recording (forwarding first let the test read the
+	// recording before the last request was written to it).
+	_, _ = io.Copy(io.MultiWriter(rec, to), from)
 	from.Close()
 	to.Close()
 }
