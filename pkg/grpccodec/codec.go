@@ -38,21 +38,35 @@ type codec struct{}
 func (codec) Name() string { return Name }
 
 func (codec) Marshal(v any) (mem.BufferSlice, error) {
-	vt, ok := v.(vtMessage)
-	if !ok {
-		return marshalReflect(v)
+	if vt, ok := v.(vtMessage); ok {
+		return encode(vt.SizeVT(), func(b []byte) error {
+			_, err := vt.MarshalToSizedBufferVT(b)
+			return err
+		})
 	}
-	size := vt.SizeVT()
+	m := messageV2Of(v)
+	if m == nil {
+		return nil, fmt.Errorf("grpccodec: cannot marshal %T: not a protobuf message", v)
+	}
+	return encode(proto.Size(m), func(b []byte) error {
+		_, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b[:0], m)
+		return err
+	})
+}
+
+// encode fills a buffer of exactly size bytes: a plain slice for small
+// messages, one from gRPC's pool (returned when gRPC is done) for large.
+func encode(size int, fill func([]byte) error) (mem.BufferSlice, error) {
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		buf := make([]byte, size)
-		if _, err := vt.MarshalToSizedBufferVT(buf); err != nil {
+		if err := fill(buf); err != nil {
 			return nil, err
 		}
 		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
 	}
 	pool := mem.DefaultBufferPool()
 	buf := pool.Get(size)
-	if _, err := vt.MarshalToSizedBufferVT(*buf); err != nil {
+	if err := fill(*buf); err != nil {
 		pool.Put(buf)
 		return nil, err
 	}
@@ -76,28 +90,6 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return fmt.Errorf("grpccodec: cannot unmarshal %T: not a protobuf message", v)
 	}
 	return proto.Unmarshal(buf.ReadOnlyData(), m)
-}
-
-func marshalReflect(v any) (mem.BufferSlice, error) {
-	m := messageV2Of(v)
-	if m == nil {
-		return nil, fmt.Errorf("grpccodec: cannot marshal %T: not a protobuf message", v)
-	}
-	size := proto.Size(m)
-	if mem.IsBelowBufferPoolingThreshold(size) {
-		buf, err := proto.Marshal(m)
-		if err != nil {
-			return nil, err
-		}
-		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
-	}
-	pool := mem.DefaultBufferPool()
-	buf := pool.Get(size)
-	if _, err := (proto.MarshalOptions{}).MarshalAppend((*buf)[:0], m); err != nil {
-		pool.Put(buf)
-		return nil, err
-	}
-	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
 // messageV2Of accepts both API versions of generated messages (etcd's

@@ -58,6 +58,16 @@ func TestReflectFallback(t *testing.T) {
 	if err := c.Unmarshal(b, out); err != nil || out.GetValue() != "x" {
 		t.Fatalf("got %q, %v", out.GetValue(), err)
 	}
+	big := bytes.Repeat([]byte{1}, 1<<20) // above the pooling threshold
+	b, err = c.Marshal(wrapperspb.Bytes(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outBig := &wrapperspb.BytesValue{}
+	if err := c.Unmarshal(b, outBig); err != nil || !bytes.Equal(outBig.GetValue(), big) {
+		t.Fatalf("large message: %d bytes back, %v", len(outBig.GetValue()), err)
+	}
+	b.Free()
 	if _, err := c.Marshal(struct{}{}); err == nil {
 		t.Fatal("marshalling a non-message succeeded")
 	}
