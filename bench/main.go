@@ -51,6 +51,9 @@ func main() {
 	rounds := flag.Int("rounds", 3, "controlplane suite: rounds of both systems, each on fresh clusters; the table gives the median")
 	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
 	flag.Parse()
+	if *rounds < 1 {
+		fatalf("-rounds %d: must be at least 1", *rounds)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
