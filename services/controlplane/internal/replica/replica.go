@@ -284,9 +284,9 @@ func (r *Replica) forward(ctx context.Context, cmd *raftv1.Command) (*raftv1.Res
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := r.whileLeader(ctx, lead)
+	fctx, cancel := r.whileLeader(ctx, lead)
 	defer cancel()
-	resp, err := raftv1.NewRaftClient(c).Forward(ctx, &raftv1.ForwardRequest{Command: cmd})
+	resp, err := raftv1.NewRaftClient(c).Forward(fctx, &raftv1.ForwardRequest{Command: cmd})
 	if err != nil {
 		if r.node.Leader() != lead {
 			// Say why when the leader went with the quorum (the usual
@@ -296,9 +296,14 @@ func (r *Replica) forward(ctx context.Context, cmd *raftv1.Command) (*raftv1.Res
 			}
 			return nil, fmt.Errorf("%w: the leader %s was lost while forwarding; retry", ErrUnavailable, name)
 		}
-		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		switch st, _ := status.FromError(err); {
+		case st.Code() == codes.Unavailable:
 			r.dropConn(addr)
 			return nil, fmt.Errorf("%w: forwarding to the leader %s: %s", ErrUnavailable, name, st.Message())
+		case st.Code() == codes.Canceled && ctx.Err() == nil:
+			// Not the caller: another forward dropped the connection this
+			// one shared, as above.
+			return nil, fmt.Errorf("%w: forwarding to the leader %s: the connection was closed; retry", ErrUnavailable, name)
 		}
 		return nil, err
 	}
