@@ -50,6 +50,7 @@ func main() {
 	flag.IntVar(&serverProcs, "server-procs", 0, "GOMAXPROCS of each server started, hivemind and etcd alike (0: Go's default, the machine's cores)")
 	rounds := flag.Int("rounds", 3, "controlplane suite: rounds of both systems, each on fresh clusters; the table gives the median")
 	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
+	flag.BoolVar(&unaryAppends, "unary-appends", false, "controlplane suite: make each hivemind append a call of its own (AppendEvent) instead of a message on the client's AppendEvents stream")
 	flag.Parse()
 	if *rounds < 1 {
 		fatalf("-rounds %d: must be at least 1", *rounds)
@@ -190,6 +191,9 @@ func main() {
 // made for the cluster startHivemind starts.
 var apiToken string
 
+// unaryAppends: hivemind appends go as AppendEvent calls (-unary-appends).
+var unaryAppends bool
+
 func dialConfig() grpcclient.Config {
 	return grpcclient.Config{Auth: auth.BearerToken(apiToken)}
 }
@@ -212,7 +216,7 @@ func benchHivemind(ctx context.Context, dir, binDir string, eps []string, counts
 		defer p.stop()
 		eps, servers = started, p
 	}
-	cl, err := cpclient.New(cpclient.Config{Endpoints: eps, Dial: dialConfig()})
+	cl, err := cpclient.New(cpclient.Config{Endpoints: eps, Dial: dialConfig(), UnaryAppends: unaryAppends})
 	if err != nil {
 		return nil, err
 	}
@@ -236,6 +240,10 @@ func benchHivemind(ctx context.Context, dir, binDir string, eps []string, counts
 			})
 		})
 		r.Name, r.System, r.Payload = "controlplane.append", "hivemind", len(payload)
+		r.Note = "pkg/cpclient: appends share an AppendEvents stream"
+		if unaryAppends {
+			r.Note = "pkg/cpclient: one AppendEvent call per append"
+		}
 		fmt.Fprintf(os.Stderr, "hivemind append clients=%d: %.0f ops/s p99 %.1fms\n", n, r.OpsPerSec, r.P99ms)
 		out = append(out, r)
 	}

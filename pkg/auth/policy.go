@@ -89,6 +89,7 @@ func DefaultRules() map[string]Requirement {
 		hivemindv1.ControlPlane_Range_FullMethodName:          NeedRead,
 		hivemindv1.ControlPlane_MemberList_FullMethodName:     NeedRead,
 		hivemindv1.ControlPlane_AppendEvent_FullMethodName:    NeedWrite,
+		hivemindv1.ControlPlane_AppendEvents_FullMethodName:   NeedWrite,
 		hivemindv1.ControlPlane_Put_FullMethodName:            NeedWrite,
 		hivemindv1.ControlPlane_Delete_FullMethodName:         NeedWrite,
 		hivemindv1.ControlPlane_Txn_FullMethodName:            NeedWrite,

@@ -39,6 +39,10 @@ type Config struct {
 	BackoffMax  time.Duration
 	// CallOptions are added to every call (e.g. per-RPC credentials).
 	CallOptions []grpc.CallOption
+	// UnaryAppends makes every AppendEvent a call of its own instead of a
+	// message on the endpoint's shared AppendEvents stream (the default,
+	// much cheaper per event; see docs/bench.md).
+	UnaryAppends bool
 }
 
 // Client is safe for concurrent use.
@@ -47,6 +51,9 @@ type Client struct {
 	conns   []*grpc.ClientConn
 	apis    []hivemindv1.ControlPlaneClient
 	members []hivemindv1.MembershipClient
+	// appenders, one per endpoint, carry AppendEvent over a stream; nil
+	// with UnaryAppends.
+	appenders []*appender
 
 	mu      sync.Mutex
 	current int
@@ -77,6 +84,9 @@ func New(cfg Config) (*Client, error) {
 		c.conns = append(c.conns, conn)
 		c.apis = append(c.apis, hivemindv1.NewControlPlaneClient(conn))
 		c.members = append(c.members, hivemindv1.NewMembershipClient(conn))
+		if !cfg.UnaryAppends {
+			c.appenders = append(c.appenders, &appender{api: c.apis[len(c.apis)-1], opts: cfg.CallOptions})
+		}
 	}
 	return c, nil
 }
@@ -84,6 +94,9 @@ func New(cfg Config) (*Client, error) {
 // Close closes every connection.
 func (c *Client) Close() error {
 	var errs []error
+	for _, a := range c.appenders {
+		a.close()
+	}
 	for _, conn := range c.conns {
 		errs = append(errs, conn.Close())
 	}
@@ -242,10 +255,16 @@ func (c *Client) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemind
 }
 
 // AppendEvent appends an event. An empty IdempotencyKey is filled in.
+// Concurrent appends to one endpoint share an AppendEvents stream unless
+// Config.UnaryAppends is set; either way each returns once its event is
+// committed, and retries keep the key.
 func (c *Client) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventRequest) (*hivemindv1.AppendEventResponse, error) {
 	ensureKey(&req.IdempotencyKey)
-	return do(ctx, c, func(api hivemindv1.ControlPlaneClient) (*hivemindv1.AppendEventResponse, error) {
-		return api.AppendEvent(ctx, req, c.cfg.CallOptions...)
+	return doAt(ctx, c, func(i int) (*hivemindv1.AppendEventResponse, error) {
+		if c.appenders == nil {
+			return c.apis[i].AppendEvent(ctx, req, c.cfg.CallOptions...)
+		}
+		return c.appenders[i].append(ctx, req)
 	})
 }
 

@@ -131,7 +131,7 @@ func (x Compare_Target) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Compare_Target.Descriptor instead.
 func (Compare_Target) EnumDescriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{19, 0}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{21, 0}
 }
 
 type Compare_Result int32
@@ -186,7 +186,7 @@ func (x Compare_Result) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Compare_Result.Descriptor instead.
 func (Compare_Result) EnumDescriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{19, 1}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{21, 1}
 }
 
 type Intent_State int32
@@ -238,7 +238,7 @@ func (x Intent_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Intent_State.Descriptor instead.
 func (Intent_State) EnumDescriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{27, 0}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{29, 0}
 }
 
 // ResponseHeader says which state an answer reflects.
@@ -1005,6 +1005,130 @@ func (x *AppendEventResponse) GetEvent() *Event {
 	return nil
 }
 
+type AppendEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the caller to match the answer to this request; echoed as is.
+	Seq           uint64              `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Event         *AppendEventRequest `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendEventsRequest) Reset() {
+	*x = AppendEventsRequest{}
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendEventsRequest) ProtoMessage() {}
+
+func (x *AppendEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendEventsRequest.ProtoReflect.Descriptor instead.
+func (*AppendEventsRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AppendEventsRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AppendEventsRequest) GetEvent() *AppendEventRequest {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type AppendEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The answer AppendEvent would have given, when the append succeeded.
+	Appended *AppendEventResponse `protobuf:"bytes,2,opt,name=appended,proto3" json:"appended,omitempty"`
+	// Otherwise the gRPC status code (non-zero) and message AppendEvent would
+	// have failed with; the stream itself goes on.
+	Code          int32  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendEventsResponse) Reset() {
+	*x = AppendEventsResponse{}
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendEventsResponse) ProtoMessage() {}
+
+func (x *AppendEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendEventsResponse.ProtoReflect.Descriptor instead.
+func (*AppendEventsResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AppendEventsResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AppendEventsResponse) GetAppended() *AppendEventResponse {
+	if x != nil {
+		return x.Appended
+	}
+	return nil
+}
+
+func (x *AppendEventsResponse) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *AppendEventsResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// First revision to send; 0 means only changes after the current revision.
@@ -1021,7 +1145,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[9]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1157,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[9]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1170,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{9}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchRequest) GetStartRevision() int64 {
@@ -1091,7 +1215,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[10]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1227,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[10]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1240,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{10}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchResponse) GetHeader() *ResponseHeader {
@@ -1155,7 +1279,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[11]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1291,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[11]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1304,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{11}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PutRequest) GetKey() string {
@@ -1231,7 +1355,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[12]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1367,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[12]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1380,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{12}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PutResponse) GetHeader() *ResponseHeader {
@@ -1298,7 +1422,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[13]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1434,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[13]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1447,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{13}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -1351,7 +1475,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[14]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1487,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[14]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1500,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{14}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetResponse) GetHeader() *ResponseHeader {
@@ -1415,7 +1539,7 @@ type RangeRequest struct {
 
 func (x *RangeRequest) Reset() {
 	*x = RangeRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[15]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1551,7 @@ func (x *RangeRequest) String() string {
 func (*RangeRequest) ProtoMessage() {}
 
 func (x *RangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[15]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1564,7 @@ func (x *RangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRequest.ProtoReflect.Descriptor instead.
 func (*RangeRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{15}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RangeRequest) GetPrefix() string {
@@ -1490,7 +1614,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[16]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1626,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[16]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1639,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{16}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RangeResponse) GetHeader() *ResponseHeader {
@@ -1552,7 +1676,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[17]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1688,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[17]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1701,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{17}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -1619,7 +1743,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[18]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1755,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[18]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1768,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{18}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteResponse) GetHeader() *ResponseHeader {
@@ -1685,7 +1809,7 @@ type Compare struct {
 
 func (x *Compare) Reset() {
 	*x = Compare{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[19]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +1821,7 @@ func (x *Compare) String() string {
 func (*Compare) ProtoMessage() {}
 
 func (x *Compare) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[19]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +1834,7 @@ func (x *Compare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Compare.ProtoReflect.Descriptor instead.
 func (*Compare) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{19}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Compare) GetKey() string {
@@ -1763,7 +1887,7 @@ type TxnOp struct {
 
 func (x *TxnOp) Reset() {
 	*x = TxnOp{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[20]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1899,7 @@ func (x *TxnOp) String() string {
 func (*TxnOp) ProtoMessage() {}
 
 func (x *TxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[20]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1912,7 @@ func (x *TxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
 func (*TxnOp) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{20}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TxnOp) GetOp() isTxnOp_Op {
@@ -1857,7 +1981,7 @@ type TxnPut struct {
 
 func (x *TxnPut) Reset() {
 	*x = TxnPut{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[21]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +1993,7 @@ func (x *TxnPut) String() string {
 func (*TxnPut) ProtoMessage() {}
 
 func (x *TxnPut) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[21]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2006,7 @@ func (x *TxnPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnPut.ProtoReflect.Descriptor instead.
 func (*TxnPut) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{21}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TxnPut) GetKey() string {
@@ -1909,7 +2033,7 @@ type TxnDelete struct {
 
 func (x *TxnDelete) Reset() {
 	*x = TxnDelete{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[22]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2045,7 @@ func (x *TxnDelete) String() string {
 func (*TxnDelete) ProtoMessage() {}
 
 func (x *TxnDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[22]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2058,7 @@ func (x *TxnDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDelete.ProtoReflect.Descriptor instead.
 func (*TxnDelete) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{22}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TxnDelete) GetKey() string {
@@ -1960,7 +2084,7 @@ type TxnGet struct {
 
 func (x *TxnGet) Reset() {
 	*x = TxnGet{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[23]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2096,7 @@ func (x *TxnGet) String() string {
 func (*TxnGet) ProtoMessage() {}
 
 func (x *TxnGet) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[23]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2109,7 @@ func (x *TxnGet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnGet.ProtoReflect.Descriptor instead.
 func (*TxnGet) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{23}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TxnGet) GetKey() string {
@@ -2007,7 +2131,7 @@ type TxnOpResult struct {
 
 func (x *TxnOpResult) Reset() {
 	*x = TxnOpResult{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[24]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2143,7 @@ func (x *TxnOpResult) String() string {
 func (*TxnOpResult) ProtoMessage() {}
 
 func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[24]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2156,7 @@ func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
 func (*TxnOpResult) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{24}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TxnOpResult) GetKv() *KeyValue {
@@ -2061,7 +2185,7 @@ type TxnRequest struct {
 
 func (x *TxnRequest) Reset() {
 	*x = TxnRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[25]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2197,7 @@ func (x *TxnRequest) String() string {
 func (*TxnRequest) ProtoMessage() {}
 
 func (x *TxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[25]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2210,7 @@ func (x *TxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRequest.ProtoReflect.Descriptor instead.
 func (*TxnRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{25}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TxnRequest) GetCompares() []*Compare {
@@ -2128,7 +2252,7 @@ type TxnResponse struct {
 
 func (x *TxnResponse) Reset() {
 	*x = TxnResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[26]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2264,7 @@ func (x *TxnResponse) String() string {
 func (*TxnResponse) ProtoMessage() {}
 
 func (x *TxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[26]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2277,7 @@ func (x *TxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
 func (*TxnResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{26}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TxnResponse) GetHeader() *ResponseHeader {
@@ -2197,7 +2321,7 @@ type Intent struct {
 
 func (x *Intent) Reset() {
 	*x = Intent{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[27]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2333,7 @@ func (x *Intent) String() string {
 func (*Intent) ProtoMessage() {}
 
 func (x *Intent) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[27]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2346,7 @@ func (x *Intent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Intent.ProtoReflect.Descriptor instead.
 func (*Intent) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{27}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Intent) GetKey() string {
@@ -2294,7 +2418,7 @@ type ClaimIntentRequest struct {
 
 func (x *ClaimIntentRequest) Reset() {
 	*x = ClaimIntentRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[28]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2430,7 @@ func (x *ClaimIntentRequest) String() string {
 func (*ClaimIntentRequest) ProtoMessage() {}
 
 func (x *ClaimIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[28]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,7 +2443,7 @@ func (x *ClaimIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimIntentRequest.ProtoReflect.Descriptor instead.
 func (*ClaimIntentRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{28}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClaimIntentRequest) GetKey() string {
@@ -2362,7 +2486,7 @@ type ClaimIntentResponse struct {
 
 func (x *ClaimIntentResponse) Reset() {
 	*x = ClaimIntentResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[29]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2498,7 @@ func (x *ClaimIntentResponse) String() string {
 func (*ClaimIntentResponse) ProtoMessage() {}
 
 func (x *ClaimIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[29]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2511,7 @@ func (x *ClaimIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimIntentResponse.ProtoReflect.Descriptor instead.
 func (*ClaimIntentResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{29}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClaimIntentResponse) GetHeader() *ResponseHeader {
@@ -2423,7 +2547,7 @@ type CompleteIntentRequest struct {
 
 func (x *CompleteIntentRequest) Reset() {
 	*x = CompleteIntentRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[30]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2559,7 @@ func (x *CompleteIntentRequest) String() string {
 func (*CompleteIntentRequest) ProtoMessage() {}
 
 func (x *CompleteIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[30]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2572,7 @@ func (x *CompleteIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteIntentRequest.ProtoReflect.Descriptor instead.
 func (*CompleteIntentRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{30}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CompleteIntentRequest) GetKey() string {
@@ -2489,7 +2613,7 @@ type CompleteIntentResponse struct {
 
 func (x *CompleteIntentResponse) Reset() {
 	*x = CompleteIntentResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[31]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2501,7 +2625,7 @@ func (x *CompleteIntentResponse) String() string {
 func (*CompleteIntentResponse) ProtoMessage() {}
 
 func (x *CompleteIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[31]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2514,7 +2638,7 @@ func (x *CompleteIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteIntentResponse.ProtoReflect.Descriptor instead.
 func (*CompleteIntentResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{31}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CompleteIntentResponse) GetHeader() *ResponseHeader {
@@ -2542,7 +2666,7 @@ type ReleaseIntentRequest struct {
 
 func (x *ReleaseIntentRequest) Reset() {
 	*x = ReleaseIntentRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[32]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2678,7 @@ func (x *ReleaseIntentRequest) String() string {
 func (*ReleaseIntentRequest) ProtoMessage() {}
 
 func (x *ReleaseIntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[32]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2691,7 @@ func (x *ReleaseIntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseIntentRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseIntentRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{32}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReleaseIntentRequest) GetKey() string {
@@ -2601,7 +2725,7 @@ type ReleaseIntentResponse struct {
 
 func (x *ReleaseIntentResponse) Reset() {
 	*x = ReleaseIntentResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[33]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2737,7 @@ func (x *ReleaseIntentResponse) String() string {
 func (*ReleaseIntentResponse) ProtoMessage() {}
 
 func (x *ReleaseIntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[33]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2750,7 @@ func (x *ReleaseIntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseIntentResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseIntentResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{33}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReleaseIntentResponse) GetHeader() *ResponseHeader {
@@ -2653,7 +2777,7 @@ type CompactRequest struct {
 
 func (x *CompactRequest) Reset() {
 	*x = CompactRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[34]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2789,7 @@ func (x *CompactRequest) String() string {
 func (*CompactRequest) ProtoMessage() {}
 
 func (x *CompactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[34]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2802,7 @@ func (x *CompactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
 func (*CompactRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{34}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CompactRequest) GetRevision() int64 {
@@ -2699,7 +2823,7 @@ type CompactResponse struct {
 
 func (x *CompactResponse) Reset() {
 	*x = CompactResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[35]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2711,7 +2835,7 @@ func (x *CompactResponse) String() string {
 func (*CompactResponse) ProtoMessage() {}
 
 func (x *CompactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[35]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2724,7 +2848,7 @@ func (x *CompactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
 func (*CompactResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{35}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CompactResponse) GetHeader() *ResponseHeader {
@@ -2764,7 +2888,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[36]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2776,7 +2900,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[36]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2789,7 +2913,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{36}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Member) GetId() uint64 {
@@ -2838,7 +2962,7 @@ type MemberAddRequest struct {
 
 func (x *MemberAddRequest) Reset() {
 	*x = MemberAddRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[37]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +2974,7 @@ func (x *MemberAddRequest) String() string {
 func (*MemberAddRequest) ProtoMessage() {}
 
 func (x *MemberAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[37]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +2987,7 @@ func (x *MemberAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberAddRequest.ProtoReflect.Descriptor instead.
 func (*MemberAddRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{37}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MemberAddRequest) GetName() string {
@@ -2898,7 +3022,7 @@ type MemberAddResponse struct {
 
 func (x *MemberAddResponse) Reset() {
 	*x = MemberAddResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[38]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2910,7 +3034,7 @@ func (x *MemberAddResponse) String() string {
 func (*MemberAddResponse) ProtoMessage() {}
 
 func (x *MemberAddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[38]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2923,7 +3047,7 @@ func (x *MemberAddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberAddResponse.ProtoReflect.Descriptor instead.
 func (*MemberAddResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{38}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MemberAddResponse) GetHeader() *ResponseHeader {
@@ -2958,7 +3082,7 @@ type MemberRemoveRequest struct {
 
 func (x *MemberRemoveRequest) Reset() {
 	*x = MemberRemoveRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[39]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3094,7 @@ func (x *MemberRemoveRequest) String() string {
 func (*MemberRemoveRequest) ProtoMessage() {}
 
 func (x *MemberRemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[39]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3107,7 @@ func (x *MemberRemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemoveRequest.ProtoReflect.Descriptor instead.
 func (*MemberRemoveRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{39}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MemberRemoveRequest) GetId() uint64 {
@@ -3010,7 +3134,7 @@ type MemberRemoveResponse struct {
 
 func (x *MemberRemoveResponse) Reset() {
 	*x = MemberRemoveResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[40]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3022,7 +3146,7 @@ func (x *MemberRemoveResponse) String() string {
 func (*MemberRemoveResponse) ProtoMessage() {}
 
 func (x *MemberRemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[40]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3035,7 +3159,7 @@ func (x *MemberRemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemoveResponse.ProtoReflect.Descriptor instead.
 func (*MemberRemoveResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{40}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MemberRemoveResponse) GetHeader() *ResponseHeader {
@@ -3060,7 +3184,7 @@ type MemberListRequest struct {
 
 func (x *MemberListRequest) Reset() {
 	*x = MemberListRequest{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[41]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3072,7 +3196,7 @@ func (x *MemberListRequest) String() string {
 func (*MemberListRequest) ProtoMessage() {}
 
 func (x *MemberListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[41]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3085,7 +3209,7 @@ func (x *MemberListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberListRequest.ProtoReflect.Descriptor instead.
 func (*MemberListRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{41}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{43}
 }
 
 type MemberListResponse struct {
@@ -3098,7 +3222,7 @@ type MemberListResponse struct {
 
 func (x *MemberListResponse) Reset() {
 	*x = MemberListResponse{}
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[42]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3110,7 +3234,7 @@ func (x *MemberListResponse) String() string {
 func (*MemberListResponse) ProtoMessage() {}
 
 func (x *MemberListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_v1_controlplane_proto_msgTypes[42]
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3123,7 +3247,7 @@ func (x *MemberListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberListResponse.ProtoReflect.Descriptor instead.
 func (*MemberListResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{42}
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MemberListResponse) GetHeader() *ResponseHeader {
@@ -3209,7 +3333,15 @@ const file_hivemind_v1_controlplane_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\"t\n" +
 	"\x13AppendEventResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.hivemind.v1.ResponseHeaderR\x06header\x12(\n" +
-	"\x05event\x18\x02 \x01(\v2\x12.hivemind.v1.EventR\x05event\"\xab\x01\n" +
+	"\x05event\x18\x02 \x01(\v2\x12.hivemind.v1.EventR\x05event\"^\n" +
+	"\x13AppendEventsRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x125\n" +
+	"\x05event\x18\x02 \x01(\v2\x1f.hivemind.v1.AppendEventRequestR\x05event\"\x94\x01\n" +
+	"\x14AppendEventsResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12<\n" +
+	"\bappended\x18\x02 \x01(\v2 .hivemind.v1.AppendEventResponseR\bappended\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xab\x01\n" +
 	"\fWatchRequest\x12%\n" +
 	"\x0estart_revision\x18\x01 \x01(\x03R\rstartRevision\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
@@ -3378,10 +3510,11 @@ const file_hivemind_v1_controlplane_proto_rawDesc = "" +
 	"\vHOOK_MODIFY\x10\x02\x12\x0f\n" +
 	"\vHOOK_DELETE\x10\x03\x12\x0e\n" +
 	"\n" +
-	"HOOK_QUERY\x10\x042\xd1\b\n" +
+	"HOOK_QUERY\x10\x042\xaa\t\n" +
 	"\fControlPlane\x12A\n" +
 	"\x06Status\x12\x1a.hivemind.v1.StatusRequest\x1a\x1b.hivemind.v1.StatusResponse\x12P\n" +
-	"\vAppendEvent\x12\x1f.hivemind.v1.AppendEventRequest\x1a .hivemind.v1.AppendEventResponse\x12@\n" +
+	"\vAppendEvent\x12\x1f.hivemind.v1.AppendEventRequest\x1a .hivemind.v1.AppendEventResponse\x12W\n" +
+	"\fAppendEvents\x12 .hivemind.v1.AppendEventsRequest\x1a!.hivemind.v1.AppendEventsResponse(\x010\x01\x12@\n" +
 	"\x05Watch\x12\x19.hivemind.v1.WatchRequest\x1a\x1a.hivemind.v1.WatchResponse0\x01\x128\n" +
 	"\x03Put\x12\x17.hivemind.v1.PutRequest\x1a\x18.hivemind.v1.PutResponse\x128\n" +
 	"\x03Get\x12\x17.hivemind.v1.GetRequest\x1a\x18.hivemind.v1.GetResponse\x12>\n" +
@@ -3411,7 +3544,7 @@ func file_hivemind_v1_controlplane_proto_rawDescGZIP() []byte {
 }
 
 var file_hivemind_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_hivemind_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_hivemind_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_hivemind_v1_controlplane_proto_goTypes = []any{
 	(Hook)(0),                      // 0: hivemind.v1.Hook
 	(Compare_Target)(0),            // 1: hivemind.v1.Compare.Target
@@ -3426,134 +3559,140 @@ var file_hivemind_v1_controlplane_proto_goTypes = []any{
 	(*StatusResponse)(nil),         // 10: hivemind.v1.StatusResponse
 	(*AppendEventRequest)(nil),     // 11: hivemind.v1.AppendEventRequest
 	(*AppendEventResponse)(nil),    // 12: hivemind.v1.AppendEventResponse
-	(*WatchRequest)(nil),           // 13: hivemind.v1.WatchRequest
-	(*WatchResponse)(nil),          // 14: hivemind.v1.WatchResponse
-	(*PutRequest)(nil),             // 15: hivemind.v1.PutRequest
-	(*PutResponse)(nil),            // 16: hivemind.v1.PutResponse
-	(*GetRequest)(nil),             // 17: hivemind.v1.GetRequest
-	(*GetResponse)(nil),            // 18: hivemind.v1.GetResponse
-	(*RangeRequest)(nil),           // 19: hivemind.v1.RangeRequest
-	(*RangeResponse)(nil),          // 20: hivemind.v1.RangeResponse
-	(*DeleteRequest)(nil),          // 21: hivemind.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 22: hivemind.v1.DeleteResponse
-	(*Compare)(nil),                // 23: hivemind.v1.Compare
-	(*TxnOp)(nil),                  // 24: hivemind.v1.TxnOp
-	(*TxnPut)(nil),                 // 25: hivemind.v1.TxnPut
-	(*TxnDelete)(nil),              // 26: hivemind.v1.TxnDelete
-	(*TxnGet)(nil),                 // 27: hivemind.v1.TxnGet
-	(*TxnOpResult)(nil),            // 28: hivemind.v1.TxnOpResult
-	(*TxnRequest)(nil),             // 29: hivemind.v1.TxnRequest
-	(*TxnResponse)(nil),            // 30: hivemind.v1.TxnResponse
-	(*Intent)(nil),                 // 31: hivemind.v1.Intent
-	(*ClaimIntentRequest)(nil),     // 32: hivemind.v1.ClaimIntentRequest
-	(*ClaimIntentResponse)(nil),    // 33: hivemind.v1.ClaimIntentResponse
-	(*CompleteIntentRequest)(nil),  // 34: hivemind.v1.CompleteIntentRequest
-	(*CompleteIntentResponse)(nil), // 35: hivemind.v1.CompleteIntentResponse
-	(*ReleaseIntentRequest)(nil),   // 36: hivemind.v1.ReleaseIntentRequest
-	(*ReleaseIntentResponse)(nil),  // 37: hivemind.v1.ReleaseIntentResponse
-	(*CompactRequest)(nil),         // 38: hivemind.v1.CompactRequest
-	(*CompactResponse)(nil),        // 39: hivemind.v1.CompactResponse
-	(*Member)(nil),                 // 40: hivemind.v1.Member
-	(*MemberAddRequest)(nil),       // 41: hivemind.v1.MemberAddRequest
-	(*MemberAddResponse)(nil),      // 42: hivemind.v1.MemberAddResponse
-	(*MemberRemoveRequest)(nil),    // 43: hivemind.v1.MemberRemoveRequest
-	(*MemberRemoveResponse)(nil),   // 44: hivemind.v1.MemberRemoveResponse
-	(*MemberListRequest)(nil),      // 45: hivemind.v1.MemberListRequest
-	(*MemberListResponse)(nil),     // 46: hivemind.v1.MemberListResponse
-	(*timestamppb.Timestamp)(nil),  // 47: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 48: google.protobuf.Duration
+	(*AppendEventsRequest)(nil),    // 13: hivemind.v1.AppendEventsRequest
+	(*AppendEventsResponse)(nil),   // 14: hivemind.v1.AppendEventsResponse
+	(*WatchRequest)(nil),           // 15: hivemind.v1.WatchRequest
+	(*WatchResponse)(nil),          // 16: hivemind.v1.WatchResponse
+	(*PutRequest)(nil),             // 17: hivemind.v1.PutRequest
+	(*PutResponse)(nil),            // 18: hivemind.v1.PutResponse
+	(*GetRequest)(nil),             // 19: hivemind.v1.GetRequest
+	(*GetResponse)(nil),            // 20: hivemind.v1.GetResponse
+	(*RangeRequest)(nil),           // 21: hivemind.v1.RangeRequest
+	(*RangeResponse)(nil),          // 22: hivemind.v1.RangeResponse
+	(*DeleteRequest)(nil),          // 23: hivemind.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 24: hivemind.v1.DeleteResponse
+	(*Compare)(nil),                // 25: hivemind.v1.Compare
+	(*TxnOp)(nil),                  // 26: hivemind.v1.TxnOp
+	(*TxnPut)(nil),                 // 27: hivemind.v1.TxnPut
+	(*TxnDelete)(nil),              // 28: hivemind.v1.TxnDelete
+	(*TxnGet)(nil),                 // 29: hivemind.v1.TxnGet
+	(*TxnOpResult)(nil),            // 30: hivemind.v1.TxnOpResult
+	(*TxnRequest)(nil),             // 31: hivemind.v1.TxnRequest
+	(*TxnResponse)(nil),            // 32: hivemind.v1.TxnResponse
+	(*Intent)(nil),                 // 33: hivemind.v1.Intent
+	(*ClaimIntentRequest)(nil),     // 34: hivemind.v1.ClaimIntentRequest
+	(*ClaimIntentResponse)(nil),    // 35: hivemind.v1.ClaimIntentResponse
+	(*CompleteIntentRequest)(nil),  // 36: hivemind.v1.CompleteIntentRequest
+	(*CompleteIntentResponse)(nil), // 37: hivemind.v1.CompleteIntentResponse
+	(*ReleaseIntentRequest)(nil),   // 38: hivemind.v1.ReleaseIntentRequest
+	(*ReleaseIntentResponse)(nil),  // 39: hivemind.v1.ReleaseIntentResponse
+	(*CompactRequest)(nil),         // 40: hivemind.v1.CompactRequest
+	(*CompactResponse)(nil),        // 41: hivemind.v1.CompactResponse
+	(*Member)(nil),                 // 42: hivemind.v1.Member
+	(*MemberAddRequest)(nil),       // 43: hivemind.v1.MemberAddRequest
+	(*MemberAddResponse)(nil),      // 44: hivemind.v1.MemberAddResponse
+	(*MemberRemoveRequest)(nil),    // 45: hivemind.v1.MemberRemoveRequest
+	(*MemberRemoveResponse)(nil),   // 46: hivemind.v1.MemberRemoveResponse
+	(*MemberListRequest)(nil),      // 47: hivemind.v1.MemberListRequest
+	(*MemberListResponse)(nil),     // 48: hivemind.v1.MemberListResponse
+	(*timestamppb.Timestamp)(nil),  // 49: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 50: google.protobuf.Duration
 }
 var file_hivemind_v1_controlplane_proto_depIdxs = []int32{
-	47, // 0: hivemind.v1.EventTTL.expires_at:type_name -> google.protobuf.Timestamp
+	49, // 0: hivemind.v1.EventTTL.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: hivemind.v1.Event.hook:type_name -> hivemind.v1.Hook
 	5,  // 2: hivemind.v1.Event.ttl:type_name -> hivemind.v1.EventTTL
 	6,  // 3: hivemind.v1.Event.attachments:type_name -> hivemind.v1.Attachment
-	47, // 4: hivemind.v1.Event.time:type_name -> google.protobuf.Timestamp
+	49, // 4: hivemind.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 5: hivemind.v1.Event.kv:type_name -> hivemind.v1.KeyValue
 	4,  // 6: hivemind.v1.StatusResponse.header:type_name -> hivemind.v1.ResponseHeader
-	40, // 7: hivemind.v1.StatusResponse.voters:type_name -> hivemind.v1.Member
-	40, // 8: hivemind.v1.StatusResponse.learners:type_name -> hivemind.v1.Member
+	42, // 7: hivemind.v1.StatusResponse.voters:type_name -> hivemind.v1.Member
+	42, // 8: hivemind.v1.StatusResponse.learners:type_name -> hivemind.v1.Member
 	0,  // 9: hivemind.v1.AppendEventRequest.hook:type_name -> hivemind.v1.Hook
 	5,  // 10: hivemind.v1.AppendEventRequest.ttl:type_name -> hivemind.v1.EventTTL
 	6,  // 11: hivemind.v1.AppendEventRequest.attachments:type_name -> hivemind.v1.Attachment
 	4,  // 12: hivemind.v1.AppendEventResponse.header:type_name -> hivemind.v1.ResponseHeader
 	7,  // 13: hivemind.v1.AppendEventResponse.event:type_name -> hivemind.v1.Event
-	48, // 14: hivemind.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
-	4,  // 15: hivemind.v1.WatchResponse.header:type_name -> hivemind.v1.ResponseHeader
-	7,  // 16: hivemind.v1.WatchResponse.events:type_name -> hivemind.v1.Event
-	4,  // 17: hivemind.v1.PutResponse.header:type_name -> hivemind.v1.ResponseHeader
-	8,  // 18: hivemind.v1.PutResponse.prev_kv:type_name -> hivemind.v1.KeyValue
-	8,  // 19: hivemind.v1.PutResponse.kv:type_name -> hivemind.v1.KeyValue
-	4,  // 20: hivemind.v1.GetResponse.header:type_name -> hivemind.v1.ResponseHeader
-	8,  // 21: hivemind.v1.GetResponse.kv:type_name -> hivemind.v1.KeyValue
-	4,  // 22: hivemind.v1.RangeResponse.header:type_name -> hivemind.v1.ResponseHeader
-	8,  // 23: hivemind.v1.RangeResponse.kvs:type_name -> hivemind.v1.KeyValue
-	4,  // 24: hivemind.v1.DeleteResponse.header:type_name -> hivemind.v1.ResponseHeader
-	8,  // 25: hivemind.v1.DeleteResponse.prev_kvs:type_name -> hivemind.v1.KeyValue
-	1,  // 26: hivemind.v1.Compare.target:type_name -> hivemind.v1.Compare.Target
-	2,  // 27: hivemind.v1.Compare.result:type_name -> hivemind.v1.Compare.Result
-	25, // 28: hivemind.v1.TxnOp.put:type_name -> hivemind.v1.TxnPut
-	26, // 29: hivemind.v1.TxnOp.delete:type_name -> hivemind.v1.TxnDelete
-	27, // 30: hivemind.v1.TxnOp.get:type_name -> hivemind.v1.TxnGet
-	8,  // 31: hivemind.v1.TxnOpResult.kv:type_name -> hivemind.v1.KeyValue
-	23, // 32: hivemind.v1.TxnRequest.compares:type_name -> hivemind.v1.Compare
-	24, // 33: hivemind.v1.TxnRequest.success:type_name -> hivemind.v1.TxnOp
-	24, // 34: hivemind.v1.TxnRequest.failure:type_name -> hivemind.v1.TxnOp
-	4,  // 35: hivemind.v1.TxnResponse.header:type_name -> hivemind.v1.ResponseHeader
-	28, // 36: hivemind.v1.TxnResponse.results:type_name -> hivemind.v1.TxnOpResult
-	3,  // 37: hivemind.v1.Intent.state:type_name -> hivemind.v1.Intent.State
-	48, // 38: hivemind.v1.Intent.lease:type_name -> google.protobuf.Duration
-	47, // 39: hivemind.v1.Intent.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 40: hivemind.v1.ClaimIntentRequest.lease:type_name -> google.protobuf.Duration
-	4,  // 41: hivemind.v1.ClaimIntentResponse.header:type_name -> hivemind.v1.ResponseHeader
-	31, // 42: hivemind.v1.ClaimIntentResponse.intent:type_name -> hivemind.v1.Intent
-	4,  // 43: hivemind.v1.CompleteIntentResponse.header:type_name -> hivemind.v1.ResponseHeader
-	31, // 44: hivemind.v1.CompleteIntentResponse.intent:type_name -> hivemind.v1.Intent
-	4,  // 45: hivemind.v1.ReleaseIntentResponse.header:type_name -> hivemind.v1.ResponseHeader
-	31, // 46: hivemind.v1.ReleaseIntentResponse.intent:type_name -> hivemind.v1.Intent
-	4,  // 47: hivemind.v1.CompactResponse.header:type_name -> hivemind.v1.ResponseHeader
-	4,  // 48: hivemind.v1.MemberAddResponse.header:type_name -> hivemind.v1.ResponseHeader
-	40, // 49: hivemind.v1.MemberAddResponse.member:type_name -> hivemind.v1.Member
-	40, // 50: hivemind.v1.MemberAddResponse.members:type_name -> hivemind.v1.Member
-	4,  // 51: hivemind.v1.MemberRemoveResponse.header:type_name -> hivemind.v1.ResponseHeader
-	40, // 52: hivemind.v1.MemberRemoveResponse.members:type_name -> hivemind.v1.Member
-	4,  // 53: hivemind.v1.MemberListResponse.header:type_name -> hivemind.v1.ResponseHeader
-	40, // 54: hivemind.v1.MemberListResponse.members:type_name -> hivemind.v1.Member
-	9,  // 55: hivemind.v1.ControlPlane.Status:input_type -> hivemind.v1.StatusRequest
-	11, // 56: hivemind.v1.ControlPlane.AppendEvent:input_type -> hivemind.v1.AppendEventRequest
-	13, // 57: hivemind.v1.ControlPlane.Watch:input_type -> hivemind.v1.WatchRequest
-	15, // 58: hivemind.v1.ControlPlane.Put:input_type -> hivemind.v1.PutRequest
-	17, // 59: hivemind.v1.ControlPlane.Get:input_type -> hivemind.v1.GetRequest
-	19, // 60: hivemind.v1.ControlPlane.Range:input_type -> hivemind.v1.RangeRequest
-	21, // 61: hivemind.v1.ControlPlane.Delete:input_type -> hivemind.v1.DeleteRequest
-	29, // 62: hivemind.v1.ControlPlane.Txn:input_type -> hivemind.v1.TxnRequest
-	32, // 63: hivemind.v1.ControlPlane.ClaimIntent:input_type -> hivemind.v1.ClaimIntentRequest
-	34, // 64: hivemind.v1.ControlPlane.CompleteIntent:input_type -> hivemind.v1.CompleteIntentRequest
-	36, // 65: hivemind.v1.ControlPlane.ReleaseIntent:input_type -> hivemind.v1.ReleaseIntentRequest
-	38, // 66: hivemind.v1.ControlPlane.Compact:input_type -> hivemind.v1.CompactRequest
-	41, // 67: hivemind.v1.ControlPlane.MemberAdd:input_type -> hivemind.v1.MemberAddRequest
-	43, // 68: hivemind.v1.ControlPlane.MemberRemove:input_type -> hivemind.v1.MemberRemoveRequest
-	45, // 69: hivemind.v1.ControlPlane.MemberList:input_type -> hivemind.v1.MemberListRequest
-	10, // 70: hivemind.v1.ControlPlane.Status:output_type -> hivemind.v1.StatusResponse
-	12, // 71: hivemind.v1.ControlPlane.AppendEvent:output_type -> hivemind.v1.AppendEventResponse
-	14, // 72: hivemind.v1.ControlPlane.Watch:output_type -> hivemind.v1.WatchResponse
-	16, // 73: hivemind.v1.ControlPlane.Put:output_type -> hivemind.v1.PutResponse
-	18, // 74: hivemind.v1.ControlPlane.Get:output_type -> hivemind.v1.GetResponse
-	20, // 75: hivemind.v1.ControlPlane.Range:output_type -> hivemind.v1.RangeResponse
-	22, // 76: hivemind.v1.ControlPlane.Delete:output_type -> hivemind.v1.DeleteResponse
-	30, // 77: hivemind.v1.ControlPlane.Txn:output_type -> hivemind.v1.TxnResponse
-	33, // 78: hivemind.v1.ControlPlane.ClaimIntent:output_type -> hivemind.v1.ClaimIntentResponse
-	35, // 79: hivemind.v1.ControlPlane.CompleteIntent:output_type -> hivemind.v1.CompleteIntentResponse
-	37, // 80: hivemind.v1.ControlPlane.ReleaseIntent:output_type -> hivemind.v1.ReleaseIntentResponse
-	39, // 81: hivemind.v1.ControlPlane.Compact:output_type -> hivemind.v1.CompactResponse
-	42, // 82: hivemind.v1.ControlPlane.MemberAdd:output_type -> hivemind.v1.MemberAddResponse
-	44, // 83: hivemind.v1.ControlPlane.MemberRemove:output_type -> hivemind.v1.MemberRemoveResponse
-	46, // 84: hivemind.v1.ControlPlane.MemberList:output_type -> hivemind.v1.MemberListResponse
-	70, // [70:85] is the sub-list for method output_type
-	55, // [55:70] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	11, // 14: hivemind.v1.AppendEventsRequest.event:type_name -> hivemind.v1.AppendEventRequest
+	12, // 15: hivemind.v1.AppendEventsResponse.appended:type_name -> hivemind.v1.AppendEventResponse
+	50, // 16: hivemind.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	4,  // 17: hivemind.v1.WatchResponse.header:type_name -> hivemind.v1.ResponseHeader
+	7,  // 18: hivemind.v1.WatchResponse.events:type_name -> hivemind.v1.Event
+	4,  // 19: hivemind.v1.PutResponse.header:type_name -> hivemind.v1.ResponseHeader
+	8,  // 20: hivemind.v1.PutResponse.prev_kv:type_name -> hivemind.v1.KeyValue
+	8,  // 21: hivemind.v1.PutResponse.kv:type_name -> hivemind.v1.KeyValue
+	4,  // 22: hivemind.v1.GetResponse.header:type_name -> hivemind.v1.ResponseHeader
+	8,  // 23: hivemind.v1.GetResponse.kv:type_name -> hivemind.v1.KeyValue
+	4,  // 24: hivemind.v1.RangeResponse.header:type_name -> hivemind.v1.ResponseHeader
+	8,  // 25: hivemind.v1.RangeResponse.kvs:type_name -> hivemind.v1.KeyValue
+	4,  // 26: hivemind.v1.DeleteResponse.header:type_name -> hivemind.v1.ResponseHeader
+	8,  // 27: hivemind.v1.DeleteResponse.prev_kvs:type_name -> hivemind.v1.KeyValue
+	1,  // 28: hivemind.v1.Compare.target:type_name -> hivemind.v1.Compare.Target
+	2,  // 29: hivemind.v1.Compare.result:type_name -> hivemind.v1.Compare.Result
+	27, // 30: hivemind.v1.TxnOp.put:type_name -> hivemind.v1.TxnPut
+	28, // 31: hivemind.v1.TxnOp.delete:type_name -> hivemind.v1.TxnDelete
+	29, // 32: hivemind.v1.TxnOp.get:type_name -> hivemind.v1.TxnGet
+	8,  // 33: hivemind.v1.TxnOpResult.kv:type_name -> hivemind.v1.KeyValue
+	25, // 34: hivemind.v1.TxnRequest.compares:type_name -> hivemind.v1.Compare
+	26, // 35: hivemind.v1.TxnRequest.success:type_name -> hivemind.v1.TxnOp
+	26, // 36: hivemind.v1.TxnRequest.failure:type_name -> hivemind.v1.TxnOp
+	4,  // 37: hivemind.v1.TxnResponse.header:type_name -> hivemind.v1.ResponseHeader
+	30, // 38: hivemind.v1.TxnResponse.results:type_name -> hivemind.v1.TxnOpResult
+	3,  // 39: hivemind.v1.Intent.state:type_name -> hivemind.v1.Intent.State
+	50, // 40: hivemind.v1.Intent.lease:type_name -> google.protobuf.Duration
+	49, // 41: hivemind.v1.Intent.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 42: hivemind.v1.ClaimIntentRequest.lease:type_name -> google.protobuf.Duration
+	4,  // 43: hivemind.v1.ClaimIntentResponse.header:type_name -> hivemind.v1.ResponseHeader
+	33, // 44: hivemind.v1.ClaimIntentResponse.intent:type_name -> hivemind.v1.Intent
+	4,  // 45: hivemind.v1.CompleteIntentResponse.header:type_name -> hivemind.v1.ResponseHeader
+	33, // 46: hivemind.v1.CompleteIntentResponse.intent:type_name -> hivemind.v1.Intent
+	4,  // 47: hivemind.v1.ReleaseIntentResponse.header:type_name -> hivemind.v1.ResponseHeader
+	33, // 48: hivemind.v1.ReleaseIntentResponse.intent:type_name -> hivemind.v1.Intent
+	4,  // 49: hivemind.v1.CompactResponse.header:type_name -> hivemind.v1.ResponseHeader
+	4,  // 50: hivemind.v1.MemberAddResponse.header:type_name -> hivemind.v1.ResponseHeader
+	42, // 51: hivemind.v1.MemberAddResponse.member:type_name -> hivemind.v1.Member
+	42, // 52: hivemind.v1.MemberAddResponse.members:type_name -> hivemind.v1.Member
+	4,  // 53: hivemind.v1.MemberRemoveResponse.header:type_name -> hivemind.v1.ResponseHeader
+	42, // 54: hivemind.v1.MemberRemoveResponse.members:type_name -> hivemind.v1.Member
+	4,  // 55: hivemind.v1.MemberListResponse.header:type_name -> hivemind.v1.ResponseHeader
+	42, // 56: hivemind.v1.MemberListResponse.members:type_name -> hivemind.v1.Member
+	9,  // 57: hivemind.v1.ControlPlane.Status:input_type -> hivemind.v1.StatusRequest
+	11, // 58: hivemind.v1.ControlPlane.AppendEvent:input_type -> hivemind.v1.AppendEventRequest
+	13, // 59: hivemind.v1.ControlPlane.AppendEvents:input_type -> hivemind.v1.AppendEventsRequest
+	15, // 60: hivemind.v1.ControlPlane.Watch:input_type -> hivemind.v1.WatchRequest
+	17, // 61: hivemind.v1.ControlPlane.Put:input_type -> hivemind.v1.PutRequest
+	19, // 62: hivemind.v1.ControlPlane.Get:input_type -> hivemind.v1.GetRequest
+	21, // 63: hivemind.v1.ControlPlane.Range:input_type -> hivemind.v1.RangeRequest
+	23, // 64: hivemind.v1.ControlPlane.Delete:input_type -> hivemind.v1.DeleteRequest
+	31, // 65: hivemind.v1.ControlPlane.Txn:input_type -> hivemind.v1.TxnRequest
+	34, // 66: hivemind.v1.ControlPlane.ClaimIntent:input_type -> hivemind.v1.ClaimIntentRequest
+	36, // 67: hivemind.v1.ControlPlane.CompleteIntent:input_type -> hivemind.v1.CompleteIntentRequest
+	38, // 68: hivemind.v1.ControlPlane.ReleaseIntent:input_type -> hivemind.v1.ReleaseIntentRequest
+	40, // 69: hivemind.v1.ControlPlane.Compact:input_type -> hivemind.v1.CompactRequest
+	43, // 70: hivemind.v1.ControlPlane.MemberAdd:input_type -> hivemind.v1.MemberAddRequest
+	45, // 71: hivemind.v1.ControlPlane.MemberRemove:input_type -> hivemind.v1.MemberRemoveRequest
+	47, // 72: hivemind.v1.ControlPlane.MemberList:input_type -> hivemind.v1.MemberListRequest
+	10, // 73: hivemind.v1.ControlPlane.Status:output_type -> hivemind.v1.StatusResponse
+	12, // 74: hivemind.v1.ControlPlane.AppendEvent:output_type -> hivemind.v1.AppendEventResponse
+	14, // 75: hivemind.v1.ControlPlane.AppendEvents:output_type -> hivemind.v1.AppendEventsResponse
+	16, // 76: hivemind.v1.ControlPlane.Watch:output_type -> hivemind.v1.WatchResponse
+	18, // 77: hivemind.v1.ControlPlane.Put:output_type -> hivemind.v1.PutResponse
+	20, // 78: hivemind.v1.ControlPlane.Get:output_type -> hivemind.v1.GetResponse
+	22, // 79: hivemind.v1.ControlPlane.Range:output_type -> hivemind.v1.RangeResponse
+	24, // 80: hivemind.v1.ControlPlane.Delete:output_type -> hivemind.v1.DeleteResponse
+	32, // 81: hivemind.v1.ControlPlane.Txn:output_type -> hivemind.v1.TxnResponse
+	35, // 82: hivemind.v1.ControlPlane.ClaimIntent:output_type -> hivemind.v1.ClaimIntentResponse
+	37, // 83: hivemind.v1.ControlPlane.CompleteIntent:output_type -> hivemind.v1.CompleteIntentResponse
+	39, // 84: hivemind.v1.ControlPlane.ReleaseIntent:output_type -> hivemind.v1.ReleaseIntentResponse
+	41, // 85: hivemind.v1.ControlPlane.Compact:output_type -> hivemind.v1.CompactResponse
+	44, // 86: hivemind.v1.ControlPlane.MemberAdd:output_type -> hivemind.v1.MemberAddResponse
+	46, // 87: hivemind.v1.ControlPlane.MemberRemove:output_type -> hivemind.v1.MemberRemoveResponse
+	48, // 88: hivemind.v1.ControlPlane.MemberList:output_type -> hivemind.v1.MemberListResponse
+	73, // [73:89] is the sub-list for method output_type
+	57, // [57:73] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_hivemind_v1_controlplane_proto_init() }
@@ -3561,7 +3700,7 @@ func file_hivemind_v1_controlplane_proto_init() {
 	if File_hivemind_v1_controlplane_proto != nil {
 		return
 	}
-	file_hivemind_v1_controlplane_proto_msgTypes[20].OneofWrappers = []any{
+	file_hivemind_v1_controlplane_proto_msgTypes[22].OneofWrappers = []any{
 		(*TxnOp_Put)(nil),
 		(*TxnOp_Delete)(nil),
 		(*TxnOp_Get)(nil),
@@ -3572,7 +3711,7 @@ func file_hivemind_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hivemind_v1_controlplane_proto_rawDesc), len(file_hivemind_v1_controlplane_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -110,7 +110,8 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 	if err != nil {
 		return nil, err
 	}
-	hivemindv1.RegisterControlPlaneServer(env.Server.GRPC(), api.New(r, r.Hub(), ownership{}))
+	cp := api.New(r, r.Hub(), ownership{})
+	hivemindv1.RegisterControlPlaneServer(env.Server.GRPC(), cp)
 	raftv1.RegisterRaftServer(env.Server.GRPC(), r.RaftService())
 
 	// Membership: this node joins the registry it serves, gossips, and
@@ -138,7 +139,10 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 	go rec.Run(ctx)
 	go serveOnceLed(ctx, env, r)
 	return func(ctx context.Context) error {
-		// The leave is committed while this member still takes part.
+		// Append streams end first, so their clients move on while this
+		// member still answers; the leave is committed while it still takes
+		// part.
+		cp.Close()
 		return errors.Join(node.Stop(ctx), r.Stop(ctx))
 	}, nil
 }

@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -52,12 +53,23 @@ type Server struct {
 	store Store
 	hub   *watch.Hub
 	guard WriteGuard
+
+	closing   chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 // New returns the API over store, serving watches from hub. A nil guard
 // lets every authenticated caller write every key.
 func New(store Store, hub *watch.Hub, guard WriteGuard) *Server {
-	return &Server{store: store, hub: hub, guard: guard}
+	return &Server{store: store, hub: hub, guard: guard, closing: make(chan struct{})}
+}
+
+// Close tells the server that its member is shutting down: AppendEvents
+// streams answer the appends in flight, refuse new ones with UNAVAILABLE and
+// end, so that their clients move to another member while this one still
+// serves them. Unary calls are not affected.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
 }
 
 // checkWrites applies the guard to every key a write names, before

@@ -54,6 +54,7 @@ type Node struct {
 	Dir     string
 	Replica *replica.Replica
 	server  *grpcserver.Server
+	api     *api.Server
 	join    bool
 }
 
@@ -126,7 +127,8 @@ func (c *Cluster) StartNode(i int) {
 		srv.Stop(context.Background())
 		c.t.Fatal(err)
 	}
-	hivemindv1.RegisterControlPlaneServer(srv.GRPC(), api.New(r, r.Hub(), c.opts.Guard))
+	cp := api.New(r, r.Hub(), c.opts.Guard)
+	hivemindv1.RegisterControlPlaneServer(srv.GRPC(), cp)
 	raftv1.RegisterRaftServer(srv.GRPC(), r.RaftService())
 	if c.Net != nil {
 		c.Net.Attach(replica.MemberID(n.Name), r.Node())
@@ -134,7 +136,7 @@ func (c *Cluster) StartNode(i int) {
 	r.Start()
 	srv.SetServing(true)
 	go srv.Serve()
-	n.Replica, n.server = r, srv
+	n.Replica, n.server, n.api = r, srv, cp
 }
 
 // StopNode stops member i gracefully (leadership handed over).
@@ -161,11 +163,12 @@ func (c *Cluster) halt(i int, crash bool) {
 		cancel()
 		n.server.Stop(ctx) // ctx is done: calls are cut off at once
 	} else {
+		n.api.Close()           // append streams move on first, as in the binary
 		_ = n.Replica.Stop(ctx) // hands leadership over while connected
 		n.server.Stop(ctx)
 		detach()
 	}
-	n.Replica, n.server = nil, nil
+	n.Replica, n.server, n.api = nil, nil, nil
 }
 
 // ID is member i's raft id.
