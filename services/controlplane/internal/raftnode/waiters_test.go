@@ -2,7 +2,9 @@ package raftnode
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -112,5 +114,43 @@ func TestFrames(t *testing.T) {
 		if err := frames(data[:cut], func(uint64, []byte) {}); err == nil {
 			t.Fatalf("data cut to %d of %d bytes decoded without an error", cut, len(data))
 		}
+	}
+}
+
+// takeBatch frames what fits in one entry (proposals whose callers gave up
+// left out), sized exactly, and leaves the rest queued in order.
+func TestTakeBatch(t *testing.T) {
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	live := context.Background()
+	third := maxBatchBytes / 3
+	n := &Node{queue: []pending{
+		{id: 1, data: []byte("a"), ctx: live},
+		{id: 2, data: []byte("gave up"), ctx: gone},
+		{id: 3, data: bytes.Repeat([]byte{3}, third), ctx: live},
+		{id: 4, data: bytes.Repeat([]byte{4}, third), ctx: live},
+		{id: 5, data: bytes.Repeat([]byte{5}, third), ctx: live}, // past maxBatchBytes
+		{id: 6, data: []byte("f"), ctx: live},
+	}}
+	ids, data := n.takeBatch()
+	if !slices.Equal(ids, []uint64{1, 3, 4}) {
+		t.Fatalf("batch of %v, want [1 3 4]", ids)
+	}
+	if len(data) != cap(data) {
+		t.Fatalf("batch data %d bytes in a buffer of %d: not sized exactly", len(data), cap(data))
+	}
+	var got []uint64
+	if err := frames(data, func(id uint64, _ []byte) { got = append(got, id) }); err != nil || !slices.Equal(got, ids) {
+		t.Fatalf("framed %v (%v), want %v", got, err, ids)
+	}
+	if len(n.queue) != 2 || n.queue[0].id != 5 || n.queue[1].id != 6 {
+		t.Fatalf("left queued: %v, want 5 and 6", n.queue)
+	}
+	n.queue = nil
+	for i := range maxBatchProposals + 1 {
+		n.queue = append(n.queue, pending{id: uint64(i), ctx: live})
+	}
+	if ids, _ := n.takeBatch(); len(ids) != maxBatchProposals || len(n.queue) != 1 {
+		t.Fatalf("took %d of %d small proposals, %d left; want %d taken", len(ids), maxBatchProposals+1, len(n.queue), maxBatchProposals)
 	}
 }
