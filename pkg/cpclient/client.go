@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind/hivemind/pkg/backoff"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 )
@@ -178,9 +178,7 @@ func doAt[T any](ctx context.Context, c *Client, call func(i int) (T, error)) (T
 }
 
 func (c *Client) backoff(attempt int) time.Duration {
-	d := c.cfg.BackoffBase << min(attempt, 10)
-	d = min(d, c.cfg.BackoffMax)
-	return d/2 + rand.N(d/2+1)
+	return backoff.Equal(c.cfg.BackoffBase, c.cfg.BackoffMax, attempt)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

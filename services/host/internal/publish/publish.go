@@ -28,13 +28,13 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hivemind/hivemind/pkg/backoff"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/hlc"
 	"github.com/hivemind/hivemind/services/host/internal/hostconfig"
@@ -338,11 +338,11 @@ func (p *Publisher) writeLoop(ctx context.Context) {
 				outage = true
 			}
 			failures++
-			d := min(p.o.BackoffBase<<min(failures-1, 16), p.o.BackoffMax)
-			if !outage {
-				d = 2 * p.o.BackoffBase // not joined yet: the first write should follow the join closely
+			d := backoff.Equal(p.o.BackoffBase, p.o.BackoffMax, failures-1)
+			if !outage { // not joined yet: the first write should follow the join closely
+				d = backoff.Equal(2*p.o.BackoffBase, 2*p.o.BackoffBase, 0)
 			}
-			t := time.NewTimer(d/2 + rand.N(d/2+1))
+			t := time.NewTimer(d)
 			wait = t.C
 			select {
 			case <-ctx.Done():

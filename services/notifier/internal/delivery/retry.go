@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
+
+	"github.com/hivemind/hivemind/pkg/backoff"
 )
 
 // State is how a delivery ended.
@@ -242,13 +243,7 @@ func (p Policy) observe(job Job, a Attempt) {
 // backoff is the pause after attempt n: uniform in [0, ceiling], the
 // ceiling doubling from InitialBackoff up to MaxBackoff.
 func (p Policy) backoff(n int) time.Duration {
-	ceiling := p.MaxBackoff
-	if n-1 < 32 {
-		if c := p.InitialBackoff << (n - 1); c > 0 && c < ceiling {
-			ceiling = c
-		}
-	}
-	return rand.N(ceiling + 1)
+	return backoff.Full(p.InitialBackoff, p.MaxBackoff, n-1)
 }
 
 func (r Result) end(s State, reason string) Result {

@@ -3,9 +3,10 @@ package engine
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/hivemind/hivemind/pkg/backoff"
 )
 
 // SupervisorConfig configures a Supervisor.
@@ -69,7 +70,7 @@ var errClientChanged = errors.New("the control-plane client changed")
 // Run supervises engines until ctx ends.
 func (s *Supervisor) Run(ctx context.Context) error {
 	log := s.cfg.Engine.Logger
-	backoff := s.cfg.MinBackoff
+	failures := 0 // in a row, each waiting longer
 	for {
 		cp, err := s.waitClient(ctx)
 		if err != nil {
@@ -85,7 +86,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				log.Info("the control-plane client changed; restarting the notifier engine on the new one")
 			}
 			s.cfg.OnState(false, "restarting on a new control-plane client")
-			backoff = s.cfg.MinBackoff
+			failures = 0
 			continue
 		}
 		if err == nil {
@@ -94,9 +95,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		// An engine that ran for a while before failing starts again
 		// quickly; one that keeps failing waits longer each time.
 		if time.Since(started) > s.cfg.MaxBackoff {
-			backoff = s.cfg.MinBackoff
+			failures = 0
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := backoff.Equal(s.cfg.MinBackoff, s.cfg.MaxBackoff, failures)
 		if log != nil {
 			log.Error("notifier engine stopped; starting it again", "err", err, "in", wait)
 		}
@@ -104,7 +105,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if sleep(ctx, wait) != nil {
 			return nil
 		}
-		backoff = min(2*backoff, s.cfg.MaxBackoff)
+		failures++
 	}
 }
 
