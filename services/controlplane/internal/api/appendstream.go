@@ -14,9 +14,14 @@ import (
 )
 
 // MaxStreamAppends bounds the appends of one AppendEvents stream in flight
-// at once. Past it the stream reads no further request until one finishes,
-// which holds the sender back through HTTP/2 flow control.
+// at once (its workers, each running one). Past it the stream reads no
+// further request until one finishes, which holds the sender back through
+// HTTP/2 flow control.
 const MaxStreamAppends = 4096
+
+// errShuttingDown ends the append streams of a member that shuts down, and
+// answers what arrives on them meanwhile.
+var errShuttingDown = status.Error(codes.Unavailable, "control-plane member shutting down; retry on another")
 
 // AppendEvents implements hivemindv1.ControlPlaneServer. Each request is an
 // AppendEvent of its own, run concurrently with the stream's others and
@@ -27,9 +32,8 @@ const MaxStreamAppends = 4096
 func (s *Server) AppendEvents(stream hivemindv1.ControlPlane_AppendEventsServer) error {
 	ctx := stream.Context()
 	out := &streamAnswers{wake: make(chan struct{}, 1)}
-	slots := make(chan struct{}, MaxStreamAppends)
 	received := make(chan error, 1)
-	go func() { received <- s.receiveAppends(ctx, stream, out, slots) }()
+	go func() { received <- s.receiveAppends(ctx, stream, out) }()
 
 	var final error // how the stream ends once every append is answered
 	for final == nil {
@@ -47,7 +51,7 @@ func (s *Server) AppendEvents(stream hivemindv1.ControlPlane_AppendEventsServer)
 			}
 			final = io.EOF
 		case <-s.closing:
-			final = status.Error(codes.Unavailable, "control-plane member shutting down; retry on another")
+			final = errShuttingDown
 		}
 	}
 	for {
@@ -77,7 +81,7 @@ func (s *Server) AppendEvents(stream hivemindv1.ControlPlane_AppendEventsServer)
 // in flight at its busiest (at most MaxStreamAppends) and they end with the
 // stream. Reusing them spares each append a goroutine start and the growth
 // of a fresh goroutine's stack, a tenth of the leader's CPU at high rates.
-func (s *Server) receiveAppends(ctx context.Context, stream hivemindv1.ControlPlane_AppendEventsServer, out *streamAnswers, slots chan struct{}) error {
+func (s *Server) receiveAppends(ctx context.Context, stream hivemindv1.ControlPlane_AppendEventsServer, out *streamAnswers) error {
 	work := make(chan *hivemindv1.AppendEventsRequest) // unbuffered: taken only by an idle worker
 	defer close(work)
 	workers := 0
@@ -88,14 +92,9 @@ func (s *Server) receiveAppends(ctx context.Context, stream hivemindv1.ControlPl
 		}
 		select {
 		case <-s.closing:
-			out.push(appendAnswer(req.GetSeq(), nil, status.Error(codes.Unavailable, "control-plane member shutting down; retry on another")))
+			out.push(appendAnswer(req.GetSeq(), nil, errShuttingDown))
 			continue
 		default:
-		}
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 		out.start()
 		select {
@@ -105,10 +104,10 @@ func (s *Server) receiveAppends(ctx context.Context, stream hivemindv1.ControlPl
 		}
 		if workers < MaxStreamAppends {
 			workers++
-			go s.appendWorker(ctx, req, work, out, slots)
+			go s.appendWorker(ctx, req, work, out)
 			continue
 		}
-		select { // every worker is busy or about to take the next append
+		select { // MaxStreamAppends in flight: wait for a worker to be done
 		case work <- req:
 		case <-ctx.Done():
 			return ctx.Err()
@@ -118,7 +117,7 @@ func (s *Server) receiveAppends(ctx context.Context, stream hivemindv1.ControlPl
 
 // appendWorker runs first, then every append handed to it, until the
 // stream's work ends.
-func (s *Server) appendWorker(ctx context.Context, first *hivemindv1.AppendEventsRequest, work <-chan *hivemindv1.AppendEventsRequest, out *streamAnswers, slots <-chan struct{}) {
+func (s *Server) appendWorker(ctx context.Context, first *hivemindv1.AppendEventsRequest, work <-chan *hivemindv1.AppendEventsRequest, out *streamAnswers) {
 	for req, ok := first, true; ok; req, ok = <-work {
 		var resp *hivemindv1.AppendEventResponse
 		err := status.Error(codes.InvalidArgument, "invalid event: must be set")
@@ -126,7 +125,6 @@ func (s *Server) appendWorker(ctx context.Context, first *hivemindv1.AppendEvent
 			resp, err = s.AppendEvent(ctx, req.GetEvent())
 		}
 		out.finish(appendAnswer(req.GetSeq(), resp, err))
-		<-slots
 	}
 }
 
