@@ -85,6 +85,29 @@ type Identity struct {
 	Kind Kind
 	// Scopes the caller was granted (see Has for implied scopes).
 	Scopes []Scope
+	// Roles a node performs, from the committed registry (controlplane,
+	// host, dns, notifier). Empty for operators and for nodes not yet
+	// admitted.
+	Roles []string
+	// Incarnation of the node in the registry its credential was issued
+	// against; 0 for operators.
+	Incarnation uint64
+}
+
+// Role names, as nodes declare them in Roles.performs.
+const (
+	RoleControlPlane = "controlplane"
+	RoleHost         = "host"
+	RoleDNS          = "dns"
+	RoleNotifier     = "notifier"
+)
+
+// IsNode reports whether the identity is the node called name.
+func (id Identity) IsNode(name string) bool { return id.Kind == KindNode && id.Name == name }
+
+// Performs reports whether the identity is a node performing role.
+func (id Identity) Performs(role string) bool {
+	return id.Kind == KindNode && slices.Contains(id.Roles, role)
 }
 
 // Has reports whether the identity carries scope s; admin implies read and
