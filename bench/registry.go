@@ -112,9 +112,10 @@ func registryDetection(dir, binDir string, p membershipPreset, n, runs int, load
 		g.BindAddr, g.BindPort, g.AdvertisePort = "127.0.0.1", 0, 0
 		logger := logs.With("node", name)
 		g.Secret, g.DataDir, g.Logger = sec, filepath.Join(dir, "nodes", name), logger
+		key := auth.NewNodeKey()
 		node, err := cluster.NewNode(cluster.NodeConfig{
-			Name: name, Roles: &hivemindv1.Roles{Performs: []string{"host"}}, GRPCAddress: "127.0.0.1:1",
-			Seeds: eps, Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, sec)}, Gossip: g, Logger: logger,
+			Name: name, Roles: &hivemindv1.Roles{Performs: []string{"host"}}, GRPCAddress: "127.0.0.1:1", Key: key,
+			Seeds: eps, Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, sec, key)}, Gossip: g, Logger: logger,
 		})
 		if err != nil {
 			return err

@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 )
 
 // Authenticator implements grpcserver.Authenticator: it finds the caller's
@@ -17,12 +19,14 @@ type Authenticator struct {
 	policy    *Policy
 	tokens    *Tokens
 	operators *APITokens
+	members   *Directory
 }
 
 // NewAuthenticator checks session tokens with tokens and operator tokens
-// with operators (nil: none) against policy.
-func NewAuthenticator(policy *Policy, tokens *Tokens, operators *APITokens) *Authenticator {
-	return &Authenticator{policy: policy, tokens: tokens, operators: operators}
+// with operators (nil: none) against policy. A node's token is good only
+// while members still binds its name to its key (nil: not checked).
+func NewAuthenticator(policy *Policy, tokens *Tokens, operators *APITokens, members *Directory) *Authenticator {
+	return &Authenticator{policy: policy, tokens: tokens, operators: operators, members: members}
 }
 
 // Policy returns the policy, for roles to add rules to.
@@ -44,6 +48,18 @@ func (a *Authenticator) Authenticate(ctx context.Context, fullMethod string) (co
 	id, err := a.identify(tok)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	if id.Kind == KindNode {
+		if id.Joining && fullMethod != hivemindv1.Membership_Join_FullMethodName {
+			// UNAUTHENTICATED, so the client handshakes again: after its
+			// join it is bound and gets a member's token.
+			return nil, status.Errorf(codes.Unauthenticated, "node %s is not a member yet: its credential admits it to Membership/Join only", id.Name)
+		}
+		if !id.Joining && a.members != nil {
+			if err := a.members.checkMember(ctx, id); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := allowed(id, req, fullMethod); err != nil {
 		return nil, err

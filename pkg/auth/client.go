@@ -27,12 +27,14 @@ import (
 type NodeAuth struct {
 	name string
 	hs   handshake
+	key  NodeKey
 	now  func() time.Time
 }
 
-// NewNodeAuth returns client authentication for the node called name.
-func NewNodeAuth(name string, s secret.Secret) *NodeAuth {
-	return &NodeAuth{name: name, hs: newHandshake(s), now: time.Now}
+// NewNodeAuth returns client authentication for the node called name,
+// holding the cluster secret s and its node key.
+func NewNodeAuth(name string, s secret.Secret, key NodeKey) *NodeAuth {
+	return &NodeAuth{name: name, hs: newHandshake(s), key: key, now: time.Now}
 }
 
 // DialOptions implements grpcclient.Auth.
@@ -178,10 +180,12 @@ func (n *NodeAuth) handshake(ctx context.Context, cc *grpc.ClientConn) (string, 
 		return "", time.Time{}, status.Errorf(codes.Unauthenticated, "auth handshake with %s (%s): %v", cc.Target(), ch.GetServerName(), ErrServerProof)
 	}
 	resp, err := api.Authenticate(ctx, &hivemindv1.AuthenticateRequest{
-		NodeName:    n.name,
-		ClientNonce: cn,
-		ServerNonce: ch.GetServerNonce(),
-		ClientProof: n.hs.proof(labelClientProof, n.name, ch.GetServerName(), cn, ch.GetServerNonce()),
+		NodeName:     n.name,
+		ClientNonce:  cn,
+		ServerNonce:  ch.GetServerNonce(),
+		ClientProof:  n.hs.proof(labelClientProof, n.name, ch.GetServerName(), cn, ch.GetServerNonce()),
+		PublicKey:    n.key.Public(),
+		KeySignature: n.key.sign(keyProofStatement(n.name, ch.GetServerName(), cn, ch.GetServerNonce())),
 	})
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("auth handshake with %s: %w", cc.Target(), err)

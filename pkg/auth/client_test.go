@@ -25,7 +25,7 @@ import (
 func TestNodeAuthRefreshesBeforeExpiryAndRetriesARefusedToken(t *testing.T) {
 	serverClock, clientClock := newClock(), newClock()
 	ts := startServer(t, testSecretA, nil, serverClock.Now)
-	na := NewNodeAuth("host-1", mustSecret(t, testSecretA))
+	na := NewNodeAuth("host-1", mustSecret(t, testSecretA), testKey)
 	na.now = clientClock.Now
 	conn, err := grpcclient.Dial(ts.addr, grpcclient.Config{MaxRetries: -1, Auth: na})
 	if err != nil {
@@ -70,7 +70,7 @@ func TestNodeAuthGivesUpWhenTheServerStillRefuses(t *testing.T) {
 	// without looping.
 	ts := startServer(t, testSecretA, nil, nil)
 	ts.authn.Policy().Set(hivemindv1.Node_Info_FullMethodName, NeedAdmin)
-	conn, err := grpcclient.Dial(ts.addr, grpcclient.Config{MaxRetries: -1, Auth: NewNodeAuth("host-1", mustSecret(t, testSecretA))})
+	conn, err := grpcclient.Dial(ts.addr, grpcclient.Config{MaxRetries: -1, Auth: NewNodeAuth("host-1", mustSecret(t, testSecretA), testKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func (r *recorder) wire(t *testing.T) (raw, decoded []byte) {
 func TestTheSecretNeverCrossesTheWire(t *testing.T) {
 	ts := startServer(t, testSecretA, nil, nil)
 	rec := newRecorder(t, ts.addr)
-	conn, err := grpcclient.Dial(rec.lis.Addr().String(), grpcclient.Config{MaxRetries: -1, Auth: NewNodeAuth("host-1", mustSecret(t, testSecretA))})
+	conn, err := grpcclient.Dial(rec.lis.Addr().String(), grpcclient.Config{MaxRetries: -1, Auth: NewNodeAuth("host-1", mustSecret(t, testSecretA), testKey)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,13 +20,18 @@ import (
 type clientSide struct {
 	name  string
 	hs    handshake
+	key   NodeKey
 	nonce []byte
 }
 
 func newClientSide(t *testing.T, name, sec string) *clientSide {
 	cn := make([]byte, NonceSize)
 	_, _ = rand.Read(cn)
-	return &clientSide{name: name, hs: newHandshake(mustSecret(t, sec)), nonce: cn}
+	key := NewNodeKey()
+	if name == "host-1" {
+		key = testKey
+	}
+	return &clientSide{name: name, hs: newHandshake(mustSecret(t, sec)), key: key, nonce: cn}
 }
 
 func (c *clientSide) challenge(t *testing.T, s *Server) *hivemindv1.ChallengeResponse {
@@ -41,7 +46,9 @@ func (c *clientSide) challenge(t *testing.T, s *Server) *hivemindv1.ChallengeRes
 func (c *clientSide) request(ch *hivemindv1.ChallengeResponse) *hivemindv1.AuthenticateRequest {
 	return &hivemindv1.AuthenticateRequest{
 		NodeName: c.name, ClientNonce: c.nonce, ServerNonce: ch.GetServerNonce(),
-		ClientProof: c.hs.proof(labelClientProof, c.name, ch.GetServerName(), c.nonce, ch.GetServerNonce()),
+		ClientProof:  c.hs.proof(labelClientProof, c.name, ch.GetServerName(), c.nonce, ch.GetServerNonce()),
+		PublicKey:    c.key.Public(),
+		KeySignature: c.key.sign(keyProofStatement(c.name, ch.GetServerName(), c.nonce, ch.GetServerNonce())),
 	}
 }
 
@@ -59,7 +66,7 @@ func wantCode(t *testing.T, err error, code codes.Code, contains string) {
 
 func TestHandshakeIssuesAVerifiableNodeToken(t *testing.T) {
 	clk := newClock()
-	s := NewServer(ServerConfig{Name: "srv", Secret: mustSecret(t, testSecretA), Now: clk.Now})
+	s := NewServer(ServerConfig{Name: "srv", Members: testMembers, Secret: mustSecret(t, testSecretA), Now: clk.Now})
 	c := newClientSide(t, "host-1", testSecretA)
 	ch := c.challenge(t, s)
 	if !c.serverProofOK(ch) || ch.GetServerName() != "srv" {
@@ -70,7 +77,7 @@ func TestHandshakeIssuesAVerifiableNodeToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another node with the secret verifies it.
-	id, exp, err := NewTokens(mustSecret(t, testSecretA), clk.Now).Verify(resp.GetToken())
+	id, exp, err := s.Tokens().Verify(resp.GetToken())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +89,53 @@ func TestHandshakeIssuesAVerifiableNodeToken(t *testing.T) {
 	}
 }
 
+// The secret admits a node once: a name bound in the registry answers only
+// to its key, and a name not bound yet gets a token to join with and
+// nothing else.
+func TestHandshakeBindsTheNameToItsKey(t *testing.T) {
+	clk := newClock()
+	s := NewServer(ServerConfig{Name: "srv", Members: testMembers, Secret: mustSecret(t, testSecretA), Now: clk.Now})
+	ctx := context.Background()
+
+	t.Run("bound name, its key", func(t *testing.T) {
+		c := newClientSide(t, "host-1", testSecretA)
+		resp, err := s.Authenticate(ctx, c.request(c.challenge(t, s)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _, err := s.Tokens().Verify(resp.GetToken())
+		if err != nil || id.Joining || !id.Performs(RoleHost) || id.Incarnation != 1 || !SameKey(id.Key, testKey.Public()) {
+			t.Fatalf("identity %+v, %v; want host-1 as a bound host with its key", id, err)
+		}
+	})
+	t.Run("bound name, another key", func(t *testing.T) {
+		c := newClientSide(t, "host-1", testSecretA)
+		c.key = NewNodeKey() // the secret, but not host-1's key
+		_, err := s.Authenticate(ctx, c.request(c.challenge(t, s)))
+		wantCode(t, err, codes.PermissionDenied, "bound to another key")
+	})
+	t.Run("key not proven", func(t *testing.T) {
+		c := newClientSide(t, "host-1", testSecretA)
+		req := c.request(c.challenge(t, s))
+		req.KeySignature = NewNodeKey().sign(keyProofStatement("host-1", "srv", c.nonce, req.GetServerNonce()))
+		_, err := s.Authenticate(ctx, req)
+		wantCode(t, err, codes.Unauthenticated, "key_signature")
+	})
+	t.Run("unbound name joins only", func(t *testing.T) {
+		c := newClientSide(t, "host-9", testSecretA)
+		resp, err := s.Authenticate(ctx, c.request(c.challenge(t, s)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, exp, err := s.Tokens().Verify(resp.GetToken())
+		if err != nil || !id.Joining || len(id.Roles) != 0 || id.Has(ScopeRead) || exp.Sub(clk.Now()) != JoinTokenTTL {
+			t.Fatalf("identity %+v (expires %v), %v; want a join-only token of %v", id, exp, err, JoinTokenTTL)
+		}
+	})
+}
+
 func TestHandshakeRefusesWrongSecretOnEitherSide(t *testing.T) {
-	s := NewServer(ServerConfig{Name: "srv", Secret: mustSecret(t, testSecretA)})
+	s := NewServer(ServerConfig{Name: "srv", Members: testMembers, Secret: mustSecret(t, testSecretA)})
 	// The client lacks the secret: the server refuses its proof.
 	c := newClientSide(t, "host-1", testSecretB)
 	ch := c.challenge(t, s)
@@ -96,7 +148,7 @@ func TestHandshakeRefusesWrongSecretOnEitherSide(t *testing.T) {
 }
 
 func TestHandshakeServerProofIsNotAClientProof(t *testing.T) {
-	s := NewServer(ServerConfig{Name: "srv", Secret: mustSecret(t, testSecretA)})
+	s := NewServer(ServerConfig{Name: "srv", Members: testMembers, Secret: mustSecret(t, testSecretA)})
 	c := newClientSide(t, "host-1", testSecretA)
 	ch := c.challenge(t, s)
 	req := c.request(ch)
@@ -107,7 +159,7 @@ func TestHandshakeServerProofIsNotAClientProof(t *testing.T) {
 
 func TestHandshakeRefusesTamperedExpiredAndReplayedNonces(t *testing.T) {
 	clk := newClock()
-	s := NewServer(ServerConfig{Name: "srv", Secret: mustSecret(t, testSecretA), Now: clk.Now})
+	s := NewServer(ServerConfig{Name: "srv", Members: testMembers, Secret: mustSecret(t, testSecretA), Now: clk.Now})
 	ctx := context.Background()
 	c := newClientSide(t, "host-1", testSecretA)
 
@@ -128,7 +180,7 @@ func TestHandshakeRefusesTamperedExpiredAndReplayedNonces(t *testing.T) {
 		wantCode(t, err, codes.Unauthenticated, "not issued by this node")
 	})
 	t.Run("another server's nonce", func(t *testing.T) {
-		s2 := NewServer(ServerConfig{Name: "srv2", Secret: mustSecret(t, testSecretA), Now: clk.Now})
+		s2 := NewServer(ServerConfig{Name: "srv2", Members: testMembers, Secret: mustSecret(t, testSecretA), Now: clk.Now})
 		ch := c.challenge(t, s2)
 		_, err := s.Authenticate(ctx, c.request(ch))
 		wantCode(t, err, codes.Unauthenticated, "not issued by this node")
@@ -151,7 +203,7 @@ func TestHandshakeRefusesTamperedExpiredAndReplayedNonces(t *testing.T) {
 }
 
 func TestHandshakeBadInputNamesTheField(t *testing.T) {
-	s := NewServer(ServerConfig{Name: "srv", Secret: mustSecret(t, testSecretA)})
+	s := NewServer(ServerConfig{Name: "srv", Members: testMembers, Secret: mustSecret(t, testSecretA)})
 	ctx := context.Background()
 	c := newClientSide(t, "host-1", testSecretA)
 	good := c.request(c.challenge(t, s))
@@ -165,8 +217,10 @@ func TestHandshakeBadInputNamesTheField(t *testing.T) {
 		{"client_nonce", func(r *hivemindv1.AuthenticateRequest) { r.ClientNonce = r.ClientNonce[:8] }},
 		{"server_nonce", func(r *hivemindv1.AuthenticateRequest) { r.ServerNonce = nil }},
 		{"client_proof", func(r *hivemindv1.AuthenticateRequest) { r.ClientProof = []byte("x") }},
+		{"public_key", func(r *hivemindv1.AuthenticateRequest) { r.PublicKey = nil }},
+		{"key_signature", func(r *hivemindv1.AuthenticateRequest) { r.KeySignature = r.KeySignature[:10] }},
 	} {
-		r := &hivemindv1.AuthenticateRequest{NodeName: good.NodeName, ClientNonce: good.ClientNonce, ServerNonce: good.ServerNonce, ClientProof: good.ClientProof}
+		r := &hivemindv1.AuthenticateRequest{NodeName: good.NodeName, ClientNonce: good.ClientNonce, ServerNonce: good.ServerNonce, ClientProof: good.ClientProof, PublicKey: good.PublicKey, KeySignature: good.KeySignature}
 		tc.mutate(r)
 		_, err := s.Authenticate(ctx, r)
 		wantCode(t, err, codes.InvalidArgument, tc.field)
@@ -200,7 +254,7 @@ func TestNodeAuthOverGRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	call := func(sec string) error {
-		conn, err := grpcclient.Dial(ts.addr, grpcclient.Config{MaxRetries: -1, Auth: NewNodeAuth("host-1", mustSecret(t, sec))})
+		conn, err := grpcclient.Dial(ts.addr, grpcclient.Config{MaxRetries: -1, Auth: NewNodeAuth("host-1", mustSecret(t, sec), testKey)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,6 +22,11 @@ const (
 	testSecretB = "cluster-secret-B-0123456789"
 )
 
+// testKey is host-1's node key, bound in testMembers.
+var testKey = NewNodeKey()
+
+var testMembers = StaticMembers{"host-1": {PublicKey: testKey.Public(), Roles: []string{RoleHost}, Incarnation: 1}}
+
 func mustSecret(t testing.TB, s string) secret.Secret {
 	t.Helper()
 	sec, err := secret.New([]byte(s))
@@ -77,12 +82,15 @@ type testServer struct {
 func startServer(t testing.TB, sec string, operators *APITokens, now func() time.Time) *testServer {
 	t.Helper()
 	s := mustSecret(t, sec)
-	authn := NewAuthenticator(NewPolicy(), NewTokens(s, now), operators)
+	tokens := NewTokens(now)
+	members := NewDirectory()
+	members.Set(testMembers)
+	authn := NewAuthenticator(NewPolicy(), tokens, operators, members)
 	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Auth: authn, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := &countingAuth{Server: NewServer(ServerConfig{Name: "srv", Secret: s, Now: now})}
+	ca := &countingAuth{Server: NewServer(ServerConfig{Name: "srv", Secret: s, Now: now, Tokens: tokens, Members: members})}
 	hivemindv1.RegisterAuthServer(srv.GRPC(), ca)
 	hivemindv1.RegisterNodeServer(srv.GRPC(), &nodeinfo.Service{Role: "test", NodeName: "srv", Started: time.Now()})
 	go func() { _ = srv.Serve() }()

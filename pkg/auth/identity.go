@@ -92,6 +92,12 @@ type Identity struct {
 	// Incarnation of the node in the registry its credential was issued
 	// against; 0 for operators.
 	Incarnation uint64
+	// Key is the node's public key, proven in its handshake.
+	Key []byte
+	// Joining marks a node admitted with the cluster secret whose name is
+	// not bound to a key in the registry yet: it may call Membership/Join
+	// and nothing else.
+	Joining bool
 }
 
 // Role names, as nodes declare them in Roles.performs.

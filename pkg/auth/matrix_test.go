@@ -89,8 +89,7 @@ func callAny(ctx context.Context, conn *grpc.ClientConn, method string, stream b
 }
 
 func TestEveryMethodOfEveryServiceHasARuleThatHolds(t *testing.T) {
-	sec := mustSecret(t, testSecretA)
-	tokens := NewTokens(sec, nil)
+	tokens := NewTokens(nil)
 	ops := map[string]string{} // name → token
 	var cfg strings.Builder
 	for name, scopes := range map[string]string{
@@ -103,11 +102,22 @@ func TestEveryMethodOfEveryServiceHasARuleThatHolds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, _ := tokens.Issue(Identity{Name: "host-1", Kind: KindNode, Scopes: nodeScopes}, 0)
-	expired, _ := NewTokens(sec, func() time.Time { return time.Now().Add(-time.Hour) }).Issue(Identity{Name: "host-1", Kind: KindNode, Scopes: nodeScopes}, time.Minute)
-	forged, _ := NewTokens(mustSecret(t, testSecretB), nil).Issue(Identity{Name: "host-1", Kind: KindNode, Scopes: nodeScopes}, 0)
+	host1 := Identity{Name: "host-1", Kind: KindNode, Scopes: nodeScopes, Roles: []string{RoleHost}, Key: testKey.Public()}
+	node, _ := tokens.Issue(host1, 0)
+	expired, _ := NewTokens(func() time.Time { return time.Now().Add(-time.Hour) }).Issue(host1, time.Minute)
+	// Minted by another process (another server, or anyone holding the
+	// cluster secret): only the issuer's key verifies a session token.
+	forged, _ := NewTokens(nil).Issue(host1, 0)
+	// A member that left (no longer in the registry), and a name whose
+	// binding moved to another key since the token was issued.
+	left, _ := tokens.Issue(Identity{Name: "host-2", Kind: KindNode, Scopes: nodeScopes, Roles: []string{RoleHost}, Key: NewNodeKey().Public()}, 0)
+	rebound, _ := tokens.Issue(Identity{Name: "host-1", Kind: KindNode, Scopes: nodeScopes, Roles: []string{RoleHost}, Key: NewNodeKey().Public()}, 0)
+	// A node admitted with the secret whose name is not bound yet.
+	joining, _ := tokens.Issue(Identity{Name: "host-9", Kind: KindNode, Joining: true, Key: NewNodeKey().Public()}, 0)
 
-	authn := NewAuthenticator(NewPolicy(), tokens, operators)
+	members := NewDirectory()
+	members.Set(testMembers)
+	authn := NewAuthenticator(NewPolicy(), tokens, operators, members)
 	srv, conn := allServices(t, authn)
 
 	// Who is refused and who gets through, per requirement.
@@ -143,7 +153,14 @@ func TestEveryMethodOfEveryServiceHasARuleThatHolds(t *testing.T) {
 				continue
 			}
 			if req != Public && !strings.HasPrefix(svc, "grpc.health.") {
-				for what, tok := range map[string]string{"no token": "", "expired token": expired, "other secret's token": forged, "unknown token": GenerateAPIToken()} {
+				unauthenticated := map[string]string{"no token": "", "expired token": expired, "another issuer's token": forged, "unknown token": GenerateAPIToken(),
+					"malformed token": "hm1.!!", "left member's token": left, "token of a key no longer bound": rebound}
+				if full != hivemindv1.Membership_Join_FullMethodName {
+					unauthenticated["join-only token"] = joining
+				} else if err := callAny(ctx, conn, full, stream, joining); !passedAuth(err) {
+					t.Errorf("%s with a join-only token: %v", full, err)
+				}
+				for what, tok := range unauthenticated {
 					if err := callAny(ctx, conn, full, stream, tok); status.Code(err) != codes.Unauthenticated {
 						t.Errorf("%s with %s: %v, want UNAUTHENTICATED", full, what, err)
 					}
@@ -169,8 +186,8 @@ func TestEveryMethodOfEveryServiceHasARuleThatHolds(t *testing.T) {
 }
 
 func TestUnknownMethodIsDeniedAndRolesAddRules(t *testing.T) {
-	tokens := NewTokens(mustSecret(t, testSecretA), nil)
-	authn := NewAuthenticator(NewPolicy(), tokens, nil)
+	tokens := NewTokens(nil)
+	authn := NewAuthenticator(NewPolicy(), tokens, nil, nil)
 	node, _ := tokens.Issue(Identity{Name: "host-1", Kind: KindNode, Scopes: nodeScopes}, 0)
 	ctx := withIncomingBearer(node)
 	const m = "/hivemind.v1.Notifier/Subscribe"
@@ -194,8 +211,8 @@ func TestUnknownMethodIsDeniedAndRolesAddRules(t *testing.T) {
 }
 
 func TestBearerHeaderForms(t *testing.T) {
-	tokens := NewTokens(mustSecret(t, testSecretA), nil)
-	authn := NewAuthenticator(NewPolicy(), tokens, nil)
+	tokens := NewTokens(nil)
+	authn := NewAuthenticator(NewPolicy(), tokens, nil, nil)
 	node, _ := tokens.Issue(Identity{Name: "n", Kind: KindNode, Scopes: nodeScopes}, 0)
 	m := hivemindv1.Node_Info_FullMethodName
 	for _, h := range []string{"Bearer " + node, "bearer  " + node, "BEARER " + node} {

@@ -120,8 +120,8 @@ func DefaultRules() map[string]Requirement {
 		hivemindv1.Host_UpdateTTL_FullMethodName:    NeedWrite,
 		hivemindv1.Host_Announce_FullMethodName:     NeedWrite,
 		hivemindv1.Host_Withdraw_FullMethodName:     NeedWrite,
-		// Reload changes what the host publishes for everyone.
-		hivemindv1.Host_Reload_FullMethodName: NeedAdmin,
+		// Reload re-reads the host's own config file (docs/host.md).
+		hivemindv1.Host_Reload_FullMethodName: NeedWrite,
 
 		hivemindv1.DNSProcessor_Status_FullMethodName:       NeedRead,
 		hivemindv1.DNSProcessor_Lookup_FullMethodName:       NeedRead,

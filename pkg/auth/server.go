@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
@@ -22,6 +23,12 @@ type ServerConfig struct {
 	Name string
 	// Secret is the cluster secret.
 	Secret secret.Secret
+	// Tokens issues the session tokens; the Authenticator of the same
+	// server must verify with the same Tokens. Nil makes a new one.
+	Tokens *Tokens
+	// Members is the registry the proven key is checked against. Nil: no
+	// name is bound, every node is admitted to join only.
+	Members Members
 	// TokenTTL of issued session tokens. Default DefaultTokenTTL.
 	TokenTTL time.Duration
 	// ReplayCacheSize bounds the used server nonces remembered until they
@@ -34,12 +41,13 @@ type ServerConfig struct {
 // Server implements hivemind.v1.Auth.
 type Server struct {
 	hivemindv1.UnimplementedAuthServer
-	name   string
-	hs     handshake
-	tokens *Tokens
-	ttl    time.Duration
-	now    func() time.Time
-	used   *replayCache
+	name    string
+	hs      handshake
+	tokens  *Tokens
+	members Members
+	ttl     time.Duration
+	now     func() time.Time
+	used    *replayCache
 }
 
 // NewServer returns the Auth service for cfg.
@@ -53,15 +61,29 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.ReplayCacheSize <= 0 {
 		cfg.ReplayCacheSize = 16384
 	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = NewTokens(cfg.Now)
+	}
+	if cfg.Members == nil {
+		cfg.Members = (*Directory)(nil)
+	}
 	return &Server{
-		name:   cfg.Name,
-		hs:     newHandshake(cfg.Secret),
-		tokens: NewTokens(cfg.Secret, cfg.Now),
-		ttl:    cfg.TokenTTL,
-		now:    cfg.Now,
-		used:   newReplayCache(cfg.ReplayCacheSize),
+		name:    cfg.Name,
+		hs:      newHandshake(cfg.Secret),
+		tokens:  cfg.Tokens,
+		members: cfg.Members,
+		ttl:     cfg.TokenTTL,
+		now:     cfg.Now,
+		used:    newReplayCache(cfg.ReplayCacheSize),
 	}
 }
+
+// Tokens returns the tokens this server issues, for its Authenticator.
+func (s *Server) Tokens() *Tokens { return s.tokens }
+
+// JoinTokenTTL is how long the token of a node not yet bound lasts: long
+// enough to join.
+const JoinTokenTTL = time.Minute
 
 // Challenge implements hivemindv1.AuthServer.
 func (s *Server) Challenge(_ context.Context, req *hivemindv1.ChallengeRequest) (*hivemindv1.ChallengeResponse, error) {
@@ -80,7 +102,7 @@ func (s *Server) Challenge(_ context.Context, req *hivemindv1.ChallengeRequest) 
 }
 
 // Authenticate implements hivemindv1.AuthServer.
-func (s *Server) Authenticate(_ context.Context, req *hivemindv1.AuthenticateRequest) (*hivemindv1.AuthenticateResponse, error) {
+func (s *Server) Authenticate(ctx context.Context, req *hivemindv1.AuthenticateRequest) (*hivemindv1.AuthenticateResponse, error) {
 	name := req.GetNodeName()
 	if err := checkNodeName("node_name", name); err != nil {
 		return nil, err
@@ -94,6 +116,12 @@ func (s *Server) Authenticate(_ context.Context, req *hivemindv1.AuthenticateReq
 	if err := checkLen("client_proof", req.GetClientProof(), sha256.Size); err != nil {
 		return nil, err
 	}
+	if err := checkLen("public_key", req.GetPublicKey(), ed25519.PublicKeySize); err != nil {
+		return nil, err
+	}
+	if err := checkLen("key_signature", req.GetKeySignature(), ed25519.SignatureSize); err != nil {
+		return nil, err
+	}
 	now := s.now()
 	exp, err := s.hs.checkServerNonce(now, req.GetServerNonce(), name, s.name, req.GetClientNonce())
 	if err != nil {
@@ -103,6 +131,26 @@ func (s *Server) Authenticate(_ context.Context, req *hivemindv1.AuthenticateReq
 	if !hmac.Equal(req.GetClientProof(), want) {
 		return nil, status.Error(codes.Unauthenticated, "client proof does not match: the node does not hold this cluster's secret")
 	}
+	if !ed25519.Verify(req.GetPublicKey(), keyProofStatement(name, s.name, req.GetClientNonce(), req.GetServerNonce()), req.GetKeySignature()) {
+		return nil, status.Error(codes.Unauthenticated, "key_signature does not verify with public_key: the node does not hold that key")
+	}
+	id := Identity{Name: name, Kind: KindNode, Key: req.GetPublicKey()}
+	b, bound, err := s.members.Binding(ctx, name)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "looking up %s in the member registry: %v", name, err)
+	}
+	ttl := s.ttl
+	switch {
+	case !bound:
+		// The secret admits a node once: to join, which binds its key.
+		id.Joining, ttl = true, min(ttl, JoinTokenTTL)
+	case b.PublicKey != nil && !SameKey(b.PublicKey, req.GetPublicKey()):
+		return nil, status.Errorf(codes.PermissionDenied,
+			"node name %s is bound to another key (%s, not %s): the cluster secret alone cannot take over a member's name; its own leave or an operator (Membership/Leave with admin) releases it",
+			name, fingerprint(b.PublicKey), fingerprint(req.GetPublicKey()))
+	default:
+		id.Scopes, id.Roles, id.Incarnation = nodeScopes, b.Roles, b.Incarnation
+	}
 	// Only a proven handshake is remembered, so callers without the secret
 	// cannot fill the cache.
 	switch s.used.add(string(req.GetServerNonce()), exp, now) {
@@ -111,7 +159,7 @@ func (s *Server) Authenticate(_ context.Context, req *hivemindv1.AuthenticateReq
 	case full:
 		return nil, status.Error(codes.ResourceExhausted, "too many handshakes in the last 30s; retry shortly")
 	}
-	tok, texp := s.tokens.Issue(Identity{Name: name, Kind: KindNode, Scopes: nodeScopes}, s.ttl)
+	tok, texp := s.tokens.Issue(id, ttl)
 	return &hivemindv1.AuthenticateResponse{Token: tok, ExpiresAt: timestamppb.New(texp)}, nil
 }
 

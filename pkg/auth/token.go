@@ -2,6 +2,7 @@ package auth
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -9,8 +10,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/hivemind/hivemind/pkg/secret"
 )
 
 // DefaultTokenTTL is how long a session token is valid.
@@ -23,7 +22,7 @@ const tokenPrefix = "hm1."
 // Token errors. Verify wraps them with detail.
 var (
 	ErrTokenMalformed = errors.New("malformed session token")
-	ErrTokenSignature = errors.New("session token signature does not match (issued with another cluster secret, or altered)")
+	ErrTokenSignature = errors.New("session token signature does not match (issued by another server or an earlier run of this one, or altered)")
 	ErrTokenExpired   = errors.New("session token expired")
 )
 
@@ -33,26 +32,34 @@ var strictB64 = base64.RawURLEncoding.Strict()
 
 // Tokens issues and verifies session tokens: hm1.<payload>.<mac>, both
 // parts base64url without padding, the payload JSON, the MAC HMAC-SHA256
-// over "hm1.<payload>" with the secret's token key. Every node holding the
-// same secret verifies tokens every other node issued.
+// over "hm1.<payload>" with a key this process drew at random. Only the
+// process that issued a token accepts it: a token is the session of one
+// connection (NodeAuth handshakes per connection), and nothing anyone
+// else holds — the cluster secret included — can mint one.
 type Tokens struct {
 	key []byte
 	now func() time.Time
 }
 
-// NewTokens returns token signing and verification with s. now is the
-// clock; nil means time.Now.
-func NewTokens(s secret.Secret, now func() time.Time) *Tokens {
+// NewTokens returns token signing and verification with a fresh random
+// key. now is the clock; nil means time.Now.
+func NewTokens(now func() time.Time) *Tokens {
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{key: s.Key(secret.PurposeToken), now: now}
+	key := make([]byte, sha256.Size)
+	_, _ = rand.Read(key)
+	return &Tokens{key: key, now: now}
 }
 
 type tokenPayload struct {
 	Sub string   `json:"sub"`
 	Knd string   `json:"knd"`
 	Scp []string `json:"scp"`
+	Rol []string `json:"rol,omitempty"`
+	Inc uint64   `json:"inc,omitempty"`
+	Key string   `json:"key,omitempty"`
+	Jn  bool     `json:"jn,omitempty"`
 	Iat int64    `json:"iat"`
 	Exp int64    `json:"exp"`
 }
@@ -65,7 +72,10 @@ func (t *Tokens) Issue(id Identity, ttl time.Duration) (string, time.Time) {
 	}
 	now := t.now()
 	exp := now.Add(ttl).Truncate(time.Second)
-	p := tokenPayload{Sub: id.Name, Knd: id.Kind.String(), Iat: now.Unix(), Exp: exp.Unix()}
+	p := tokenPayload{
+		Sub: id.Name, Knd: id.Kind.String(), Rol: id.Roles, Inc: id.Incarnation, Jn: id.Joining,
+		Key: base64.RawURLEncoding.EncodeToString(id.Key), Iat: now.Unix(), Exp: exp.Unix(),
+	}
 	for _, s := range id.Scopes {
 		p.Scp = append(p.Scp, string(s))
 	}
@@ -116,7 +126,14 @@ func (t *Tokens) Verify(tok string) (Identity, time.Time, error) {
 	if !ok || p.Sub == "" {
 		return Identity{}, time.Time{}, fmt.Errorf("%w: bad subject or kind", ErrTokenMalformed)
 	}
-	id := Identity{Name: p.Sub, Kind: kind}
+	key, err := strictB64.DecodeString(p.Key)
+	if err != nil {
+		return Identity{}, time.Time{}, fmt.Errorf("%w: bad key encoding", ErrTokenMalformed)
+	}
+	id := Identity{Name: p.Sub, Kind: kind, Roles: p.Rol, Incarnation: p.Inc, Key: key, Joining: p.Jn}
+	if len(key) == 0 {
+		id.Key = nil
+	}
 	for _, s := range p.Scp {
 		sc, ok := parseScope(s)
 		if !ok {

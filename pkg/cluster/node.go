@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/cpclient"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/gossip"
@@ -33,6 +34,8 @@ type NodeConfig struct {
 	Name        string
 	Roles       *hivemindv1.Roles
 	GRPCAddress string
+	// Key is the node's identity key; every join is signed with it.
+	Key auth.NodeKey
 	// Seeds are gRPC addresses of members to join through (any role).
 	// Ignored when Local is set.
 	Seeds []string
@@ -83,6 +86,8 @@ type Node struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	joinedAt time.Time
+
+	members *memberCache
 }
 
 // NewNode starts gossip (alone until joined) and returns the node; serve
@@ -97,7 +102,11 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if cfg.Local == nil && len(cfg.Seeds) == 0 {
 		return nil, errors.New("cluster: a node that is not on the control plane needs at least one seed (--join)")
 	}
+	if !cfg.Key.Valid() {
+		return nil, errors.New("cluster: the node needs its identity key (NodeConfig.Key)")
+	}
 	n := &Node{cfg: cfg, log: cfg.Logger, rejoin: make(chan struct{}, 1), joined: make(chan struct{}), seeds: map[string]*grpc.ClientConn{}, reason: "not joined yet"}
+	n.members = newMemberCache(n)
 	gc := cfg.Gossip
 	gc.Name = cfg.Name
 	gc.Meta = gossip.Meta{Roles: cfg.Roles.GetPerforms(), GRPCAddr: cfg.GRPCAddress}
@@ -250,6 +259,7 @@ func (n *Node) join(ctx context.Context, key string) bool {
 		GossipAddress: self.Addr, Incarnation: self.Meta.Incarnation,
 		IdempotencyKey: key,
 	}
+	n.cfg.Key.SignJoin(req)
 	resp, err := n.askJoin(ctx, req)
 	if err != nil {
 		n.log.Warn("join not admitted yet; retrying", "err", err)
@@ -263,6 +273,7 @@ func (n *Node) join(ctx context.Context, key string) bool {
 	n.digest = resp.GetDigest()
 	n.joinedAt = time.Now()
 	n.mu.Unlock()
+	n.members.fill(resp.GetDigest())
 	if err := n.useControlPlane(resp.GetDigest()); err != nil {
 		n.log.Warn("no control-plane endpoint in the digest", "err", err)
 		return false

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 )
 
@@ -48,14 +49,46 @@ type Service struct {
 	Gossip GossipView
 }
 
-// Join implements hivemindv1.MembershipServer.
+// Join implements hivemindv1.MembershipServer. A node joins as itself,
+// with the key it proved in its handshake; a member may also pass on
+// another node's join (a seed that is not on the control plane does), which
+// the control plane accepts only with the joining node's own signature.
 func (s *Service) Join(ctx context.Context, req *hivemindv1.JoinRequest) (*hivemindv1.JoinResponse, error) {
+	if err := checkJoinCaller(ctx, req); err != nil {
+		return nil, err
+	}
+	if err := auth.VerifyJoin(req); err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "join of %s: %v", req.GetName(), err)
+	}
 	resp, err := s.Registry.Join(ctx, req)
 	return resp, statusOf(err)
 }
 
-// Leave implements hivemindv1.MembershipServer.
+func checkJoinCaller(ctx context.Context, req *hivemindv1.JoinRequest) error {
+	id, ok := auth.FromContext(ctx)
+	switch {
+	case !ok:
+		return nil // a server without authentication (tests)
+	case id.Kind != auth.KindNode:
+		return status.Errorf(codes.PermissionDenied, "Membership/Join is for nodes; %s %s is not one", id.Kind, id.Name)
+	case id.Name == req.GetName():
+		if !auth.SameKey(id.Key, req.GetPublicKey()) {
+			return status.Errorf(codes.PermissionDenied, "join of %s: public_key is not the key %s proved in its handshake", req.GetName(), id.Name)
+		}
+		return nil
+	case id.Joining:
+		return status.Errorf(codes.PermissionDenied, "node %s may join only as itself, not as %s", id.Name, req.GetName())
+	}
+	return nil // a member passing a signed join on
+}
+
+// Leave implements hivemindv1.MembershipServer. A node leaves only for
+// itself; an operator with the admin scope removes another node (which
+// also releases its name's key binding).
 func (s *Service) Leave(ctx context.Context, req *hivemindv1.LeaveRequest) (*hivemindv1.LeaveResponse, error) {
+	if id, ok := auth.FromContext(ctx); ok && !id.IsNode(req.GetName()) && !(id.Kind == auth.KindOperator && id.Has(auth.ScopeAdmin)) {
+		return nil, status.Errorf(codes.PermissionDenied, "%s %s may not make %s leave: a node leaves only for itself, and removing another needs an operator with the admin scope", id.Kind, id.Name, req.GetName())
+	}
 	resp, err := s.Registry.Leave(ctx, req)
 	return resp, statusOf(err)
 }

@@ -129,6 +129,7 @@ func (env *Env) NewClusterNode(role string, opts ClusterOptions) (*cluster.Node,
 			Performs: performs, Requires: splitList(env.Common.Cluster.Requires), NeedsBootstrap: opts.NeedsBootstrap,
 		},
 		GRPCAddress: env.Common.AdvertiseAddr,
+		Key:         env.NodeKey,
 		Seeds:       splitList(env.Common.Cluster.Seeds),
 		Local:       opts.Local,
 		Epoch:       opts.Epoch,
@@ -150,6 +151,10 @@ func (env *Env) NewClusterNode(role string, opts ClusterOptions) (*cluster.Node,
 		return nil, err
 	}
 	hivemindv1.RegisterMembershipServer(env.Server.GRPC(), n.Service())
+	if opts.Local == nil && env.Members != nil {
+		// The control plane plugs in its own replica instead.
+		env.Members.Set(n.Members())
+	}
 	if env.Ping != nil {
 		c, err := env.pingCluster(n, opts.Local != nil)
 		if err != nil {

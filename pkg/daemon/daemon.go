@@ -123,6 +123,12 @@ type Env struct {
 	// with Auth.Policy().Set before serving them; a method without a rule
 	// is denied.
 	Auth *auth.Authenticator
+	// Members is the registry authentication checks node keys against.
+	// NewClusterNode plugs in the node's cache of the control plane's
+	// registry; the control plane plugs in its own replica.
+	Members *auth.Directory
+	// NodeKey is this node's identity key (data-dir/node.key).
+	NodeKey auth.NodeKey
 	// Client dials other nodes as this node: TLS when configured, and node
 	// authentication with the cluster secret.
 	Client grpcclient.Config
@@ -217,7 +223,13 @@ func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Log
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	authn := auth.NewAuthenticator(auth.NewPolicy(), auth.NewTokens(sec.secret, nil), sec.operators)
+	nodeKey, err := auth.LoadOrCreateNodeKey(c.DataDir)
+	if err != nil {
+		return err
+	}
+	members := auth.NewDirectory()
+	tokens := auth.NewTokens(nil)
+	authn := auth.NewAuthenticator(auth.NewPolicy(), tokens, sec.operators, members)
 	srv, err := grpcserver.New(grpcserver.Config{
 		Addr: c.GRPCAddr, Logger: logger, Registerer: reg, MaxRecvMsgSize: r.MaxRecvMsgSize,
 		Auth: authn, TLS: sec.serverTLS,
@@ -230,11 +242,13 @@ func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Log
 	}
 	env := &Env{
 		Common: c, Logger: logger, Server: srv, Registry: reg,
-		Secret: sec.secret,
-		Auth:   authn,
-		Client: grpcclient.Config{TLS: sec.clientTLS, Auth: auth.NewNodeAuth(c.NodeName, sec.secret)},
+		Secret:  sec.secret,
+		Auth:    authn,
+		Members: members,
+		NodeKey: nodeKey,
+		Client:  grpcclient.Config{TLS: sec.clientTLS, Auth: auth.NewNodeAuth(c.NodeName, sec.secret, nodeKey)},
 	}
-	hivemindv1.RegisterAuthServer(srv.GRPC(), auth.NewServer(auth.ServerConfig{Name: c.NodeName, Secret: sec.secret}))
+	hivemindv1.RegisterAuthServer(srv.GRPC(), auth.NewServer(auth.ServerConfig{Name: c.NodeName, Secret: sec.secret, Tokens: tokens, Members: members}))
 
 	var metricsSrv *http.Server
 	if c.MetricsAddr != "" {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 )
@@ -44,8 +47,9 @@ func TestRunServesInfoHealthReflectionMetrics(t *testing.T) {
 	logs := &syncBuf{}
 	ctx, cancel := context.WithCancel(context.Background())
 	exit := make(chan int, 1)
+	dataDir := t.TempDir()
 	go func() {
-		exit <- Run(ctx, testRole(started, &stopped), []string{"--node-name", "n1", "--log-format", "json", "--cluster-secret", testSecret}, logs)
+		exit <- Run(ctx, testRole(started, &stopped), []string{"--node-name", "n1", "--log-format", "json", "--cluster-secret", testSecret, "--data-dir", dataDir}, logs)
 	}()
 	var env *Env
 	select {
@@ -62,6 +66,12 @@ func TestRunServesInfoHealthReflectionMetrics(t *testing.T) {
 	if env.Client.Auth == nil || !env.Secret.Valid() || env.Auth == nil {
 		t.Fatalf("env lacks security: %+v", env)
 	}
+	// with its key from the data directory, bound in the registry (here a
+	// fixed one; a role plugs in the cluster's).
+	if _, err := os.Stat(filepath.Join(dataDir, auth.NodeKeyFile)); err != nil {
+		t.Fatalf("node key not kept in the data directory: %v", err)
+	}
+	env.Members.Set(auth.StaticMembers{"n1": {PublicKey: env.NodeKey.Public()}})
 	conn, err := grpcclient.Dial(addr, env.Client)
 	if err != nil {
 		t.Fatal(err)

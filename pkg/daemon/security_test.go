@@ -37,6 +37,7 @@ func startRole(t *testing.T, args ...string) *Env {
 	logs := &syncBuf{}
 	ctx, cancel := context.WithCancel(context.Background())
 	exit := make(chan int, 1)
+	args = append(args, "--data-dir", t.TempDir())
 	go func() { exit <- Run(ctx, testRole(started, &stopped), args, logs) }()
 	t.Cleanup(func() { cancel(); <-exit })
 	select {
@@ -107,8 +108,19 @@ func TestTLSTokensAndHealthcheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := info(grpcclient.Config{TLS: n2, Auth: auth.NewNodeAuth("n2", s)}); err != nil {
+	// Not a member yet: the secret admits it to join and nothing else.
+	n2key := auth.NewNodeKey()
+	if err := info(grpcclient.Config{TLS: n2, Auth: auth.NewNodeAuth("n2", s, n2key)}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("node not in the registry: %v, want UNAUTHENTICATED", err)
+	}
+	// A member, bound to its key in the registry the role plugged in.
+	env.Members.Set(auth.StaticMembers{"n1": {PublicKey: env.NodeKey.Public()}, "n2": {PublicKey: n2key.Public()}})
+	if err := info(grpcclient.Config{TLS: n2, Auth: auth.NewNodeAuth("n2", s, n2key)}); err != nil {
 		t.Fatalf("node over mTLS: %v", err)
+	}
+	// Another process with the secret cannot be n2.
+	if err := info(grpcclient.Config{TLS: n2, Auth: auth.NewNodeAuth("n2", s, auth.NewNodeKey())}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("n2's name with another key: %v, want PERMISSION_DENIED", err)
 	}
 	// Env.Client is that configuration for this node itself.
 	if err := info(env.Client); err != nil {

@@ -57,6 +57,7 @@ type record struct {
 	JoinRevision   int64    `json:"join_revision"`
 	StateRevision  int64    `json:"state_revision"`
 	StateChangedAt int64    `json:"state_changed_at_unix_nano"`
+	PublicKey      []byte   `json:"public_key,omitempty"`
 }
 
 var stateNames = map[hivemindv1.MemberState]string{
@@ -93,6 +94,7 @@ func Encode(m *hivemindv1.ClusterMember) []byte {
 		JoinRevision:   m.GetJoinRevision(),
 		StateRevision:  m.GetStateRevision(),
 		StateChangedAt: m.GetStateChangedAt().AsTime().UnixNano(),
+		PublicKey:      m.GetPublicKey(),
 	})
 	if err != nil {
 		panic(fmt.Sprintf("registry: encode member: %v", err)) // plain strings and numbers
@@ -116,6 +118,7 @@ func Decode(b []byte) (*hivemindv1.ClusterMember, error) {
 		JoinRevision:   r.JoinRevision,
 		StateRevision:  r.StateRevision,
 		StateChangedAt: timestamppb.New(time.Unix(0, r.StateChangedAt)),
+		PublicKey:      r.PublicKey,
 	}
 	for s, n := range stateNames {
 		if n == r.State {

@@ -146,7 +146,14 @@ type AuthenticateRequest struct {
 	ClientNonce []byte                 `protobuf:"bytes,2,opt,name=client_nonce,json=clientNonce,proto3" json:"client_nonce,omitempty"`
 	ServerNonce []byte                 `protobuf:"bytes,3,opt,name=server_nonce,json=serverNonce,proto3" json:"server_nonce,omitempty"`
 	// HMAC-SHA256 proving the client holds the secret.
-	ClientProof   []byte `protobuf:"bytes,4,opt,name=client_proof,json=clientProof,proto3" json:"client_proof,omitempty"`
+	ClientProof []byte `protobuf:"bytes,4,opt,name=client_proof,json=clientProof,proto3" json:"client_proof,omitempty"`
+	// The node's ed25519 public key (32 bytes). Once the node has joined,
+	// its name is bound to this key in the member registry, and a handshake
+	// for that name with another key is refused.
+	PublicKey []byte `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// ed25519 signature by that key over the handshake transcript (both
+	// names, both nonces), proving the node holds the private key.
+	KeySignature  []byte `protobuf:"bytes,6,opt,name=key_signature,json=keySignature,proto3" json:"key_signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -205,6 +212,20 @@ func (x *AuthenticateRequest) GetServerNonce() []byte {
 func (x *AuthenticateRequest) GetClientProof() []byte {
 	if x != nil {
 		return x.ClientProof
+	}
+	return nil
+}
+
+func (x *AuthenticateRequest) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *AuthenticateRequest) GetKeySignature() []byte {
+	if x != nil {
+		return x.KeySignature
 	}
 	return nil
 }
@@ -274,12 +295,15 @@ const file_hivemind_v1_auth_proto_rawDesc = "" +
 	"\fserver_nonce\x18\x01 \x01(\fR\vserverNonce\x12!\n" +
 	"\fserver_proof\x18\x02 \x01(\fR\vserverProof\x12\x1f\n" +
 	"\vserver_name\x18\x03 \x01(\tR\n" +
-	"serverName\"\x9b\x01\n" +
+	"serverName\"\xdf\x01\n" +
 	"\x13AuthenticateRequest\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12!\n" +
 	"\fclient_nonce\x18\x02 \x01(\fR\vclientNonce\x12!\n" +
 	"\fserver_nonce\x18\x03 \x01(\fR\vserverNonce\x12!\n" +
-	"\fclient_proof\x18\x04 \x01(\fR\vclientProof\"g\n" +
+	"\fclient_proof\x18\x04 \x01(\fR\vclientProof\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x05 \x01(\fR\tpublicKey\x12#\n" +
+	"\rkey_signature\x18\x06 \x01(\fR\fkeySignature\"g\n" +
 	"\x14AuthenticateResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +

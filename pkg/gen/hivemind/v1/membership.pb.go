@@ -162,8 +162,11 @@ type ClusterMember struct {
 	StateRevision int64 `protobuf:"varint,8,opt,name=state_revision,json=stateRevision,proto3" json:"state_revision,omitempty"`
 	// When the state last changed, on the leader's clock.
 	StateChangedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=state_changed_at,json=stateChangedAt,proto3" json:"state_changed_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The ed25519 public key the name is bound to (from its first approved
+	// join until it leaves or an operator removes it).
+	PublicKey     []byte `protobuf:"bytes,10,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterMember) Reset() {
@@ -259,6 +262,13 @@ func (x *ClusterMember) GetStateChangedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ClusterMember) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 // MembershipDigest is the registry at a revision.
 type MembershipDigest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -329,8 +339,15 @@ type JoinRequest struct {
 	Incarnation   uint64                 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// Retries with the same key are applied once (one member.joined event).
 	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The node's ed25519 public key (32 bytes), bound to the name at its
+	// first approved join.
+	PublicKey []byte `protobuf:"bytes,7,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// ed25519 signature by that key over the join statement (name, roles,
+	// addresses, incarnation, key): the request comes from the key's holder
+	// even when another member forwards it.
+	Signature     []byte `protobuf:"bytes,8,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
@@ -403,6 +420,20 @@ func (x *JoinRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *JoinRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 type JoinResponse struct {
@@ -1008,7 +1039,7 @@ const file_hivemind_v1_membership_proto_rawDesc = "" +
 	"\x05Roles\x12\x1a\n" +
 	"\bperforms\x18\x01 \x03(\tR\bperforms\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12'\n" +
-	"\x0fneeds_bootstrap\x18\x03 \x03(\tR\x0eneedsBootstrap\"\xfb\x02\n" +
+	"\x0fneeds_bootstrap\x18\x03 \x03(\tR\x0eneedsBootstrap\"\x9a\x03\n" +
 	"\rClusterMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x05roles\x18\x02 \x01(\v2\x12.hivemind.v1.RolesR\x05roles\x12!\n" +
@@ -1018,18 +1049,24 @@ const file_hivemind_v1_membership_proto_rawDesc = "" +
 	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\x12#\n" +
 	"\rjoin_revision\x18\a \x01(\x03R\fjoinRevision\x12%\n" +
 	"\x0estate_revision\x18\b \x01(\x03R\rstateRevision\x12D\n" +
-	"\x10state_changed_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0estateChangedAt\"z\n" +
+	"\x10state_changed_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0estateChangedAt\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\n" +
+	" \x01(\fR\tpublicKey\"z\n" +
 	"\x10MembershipDigest\x124\n" +
 	"\amembers\x18\x01 \x03(\v2\x1a.hivemind.v1.ClusterMemberR\amembers\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x03R\brevision\"\xe0\x01\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\"\x9d\x02\n" +
 	"\vJoinRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x05roles\x18\x02 \x01(\v2\x12.hivemind.v1.RolesR\x05roles\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12%\n" +
 	"\x0egossip_address\x18\x04 \x01(\tR\rgossipAddress\x12 \n" +
 	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12'\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\"~\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\a \x01(\fR\tpublicKey\x12\x1c\n" +
+	"\tsignature\x18\b \x01(\fR\tsignature\"~\n" +
 	"\fJoinResponse\x125\n" +
 	"\x06digest\x18\x01 \x01(\v2\x1d.hivemind.v1.MembershipDigestR\x06digest\x12\x16\n" +
 	"\x06ticket\x18\x02 \x01(\fR\x06ticket\x12\x1f\n" +

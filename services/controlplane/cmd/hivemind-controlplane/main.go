@@ -125,6 +125,8 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 		Logger:   env.Logger,
 	})
 	local := &members.Local{Store: r, Hub: r.Hub(), TicketKey: env.Secret.Key(secret.PurposeTicket)}
+	// Node keys are checked against this member's own replica.
+	env.Members.Set(&members.Bindings{Machine: r.Machine(), IsPeer: r.IsPeer})
 	node, err = env.NewClusterNode("controlplane", daemon.ClusterOptions{
 		Local: local,
 		Epoch: r.Machine().Epoch,

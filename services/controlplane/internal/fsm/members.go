@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"strings"
@@ -57,6 +58,12 @@ func (m *Machine) putMember(c *change, mem *hivemindv1.ClusterMember, eventType 
 
 func (m *Machine) applyMemberJoin(c *change, req *hivemindv1.JoinRequest) (*hivemindv1.ClusterMember, error) {
 	prev, ok := m.member(req.GetName())
+	if ok && prev.GetState() != hivemindv1.MemberState_MEMBER_STATE_LEFT && len(prev.GetPublicKey()) > 0 && !bytes.Equal(prev.GetPublicKey(), req.GetPublicKey()) {
+		// The name is bound to the key of its first approved join until
+		// the member leaves (on its own or removed by an operator).
+		return nil, &FieldError{Field: "public_key", Code: codes.PermissionDenied,
+			Reason: fmt.Sprintf("%s is bound to another key: a name is taken over only after its member has left or an operator removed it", req.GetName())}
+	}
 	if ok && req.GetIncarnation() < prev.GetIncarnation() {
 		return nil, &FieldError{Field: "incarnation", Code: codes.FailedPrecondition,
 			Reason: fmt.Sprintf("%d is older than the registered %d: a join from a previous life of %s", req.GetIncarnation(), prev.GetIncarnation(), req.GetName())}
@@ -71,6 +78,7 @@ func (m *Machine) applyMemberJoin(c *change, req *hivemindv1.JoinRequest) (*hive
 		JoinRevision:   c.rev,
 		StateRevision:  c.rev,
 		StateChangedAt: timestamp(c.ts.Physical()),
+		PublicKey:      req.GetPublicKey(),
 	}
 	m.putMember(c, mem, registry.EventJoined)
 	return mem, nil
@@ -101,6 +109,7 @@ func (m *Machine) applyMemberSetState(c *change, req *raftv1.MemberSetState) (*h
 		JoinRevision:   mem.GetJoinRevision(),
 		StateRevision:  mem.GetStateRevision(),
 		StateChangedAt: mem.GetStateChangedAt(),
+		PublicKey:      mem.GetPublicKey(),
 	}
 	if req.GetState() != mem.GetState() {
 		next.StateRevision = c.rev
@@ -119,6 +128,13 @@ func (m *Machine) applyMemberLeave(c *change, req *hivemindv1.LeaveRequest) (*hi
 		return mem, nil
 	}
 	return m.applyMemberSetState(c, &raftv1.MemberSetState{Name: mem.GetName(), State: hivemindv1.MemberState_MEMBER_STATE_LEFT, Incarnation: mem.GetIncarnation()})
+}
+
+// Member returns the registry entry of name.
+func (m *Machine) Member(name string) (*hivemindv1.ClusterMember, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.member(name)
 }
 
 // Members lists the registry in name order, with the revision it reflects.

@@ -18,9 +18,18 @@ const (
 	left    = hivemindv1.MemberState_MEMBER_STATE_LEFT
 )
 
-func join(name string, inc uint64) *raftv1.Command {
+// Two node keys: a name is bound to the key of its first join.
+var (
+	keyA = []byte(strings.Repeat("A", 32))
+	keyB = []byte(strings.Repeat("B", 32))
+)
+
+func join(name string, inc uint64) *raftv1.Command { return joinWithKey(name, inc, keyA) }
+
+func joinWithKey(name string, inc uint64, key []byte) *raftv1.Command {
 	return &raftv1.Command{Proposer: "cp1", Op: &raftv1.Command_MemberJoin{MemberJoin: &hivemindv1.JoinRequest{
 		Name: name, Roles: &hivemindv1.Roles{Performs: []string{"host"}, Requires: []string{"dns"}}, GrpcAddress: "10.0.0.1:7100", GossipAddress: "10.0.0.1:7946", Incarnation: inc,
+		PublicKey: key,
 	}}}
 }
 
@@ -52,11 +61,13 @@ func TestMemberRegistry(t *testing.T) {
 		{"restart: join with a newer generation", join("web-1", 2), codes.OK, registry.EventJoined, alive, 2},
 		{"a report about the previous life is ignored", setState("web-1", failed, 1), codes.OK, "", alive, 2},
 		{"a late join from the previous life is refused", join("web-1", 1), codes.FailedPrecondition, "", alive, 2},
+		{"the name with another key is refused, whatever the incarnation", joinWithKey("web-1", 999, keyB), codes.PermissionDenied, "", alive, 2},
 		{"leave", leave("web-1"), codes.OK, registry.EventLeft, left, 2},
 		{"leave again: idempotent", leave("web-1"), codes.OK, "", left, 2},
 		{"left is final: gossip cannot fail it", setState("web-1", failed, 2), codes.OK, "", left, 2},
 		{"left is final: gossip cannot revive it", setState("web-1", alive, 3), codes.OK, "", left, 2},
-		{"rejoin after leaving", join("web-1", 3), codes.OK, registry.EventJoined, alive, 3},
+		{"rejoin after leaving, with a new key: leaving released the name", joinWithKey("web-1", 3, keyB), codes.OK, registry.EventJoined, alive, 3},
+		{"now bound to the new key: the old one is refused", join("web-1", 4), codes.PermissionDenied, "", alive, 3},
 		{"unknown member", setState("nobody", failed, 1), codes.NotFound, "", alive, 3},
 		{"leave of an unknown member", leave("nobody"), codes.NotFound, "", alive, 3},
 	}

@@ -30,6 +30,15 @@ func (n *Node) Members() []*hivemindv1.Member {
 	return out
 }
 
+// HasMember reports whether id is a voter or learner called name, and
+// whether this node knows any member at all.
+func (n *Node) HasMember(id uint64, name string) (member, anyKnown bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m, ok := n.members[id]
+	return ok && m.GetName() == name, len(n.members) > 0
+}
+
 func decodeConfChange(e *raftpb.Entry) (raftpb.ConfChangeI, error) {
 	if e.GetType() == raftpb.EntryConfChange {
 		cc := &raftpb.ConfChange{}

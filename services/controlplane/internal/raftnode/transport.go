@@ -227,8 +227,11 @@ func encode(batch []*raftpb.Message) *raftv1.SendRequest {
 }
 
 // ServeSend is the receiving side of Raft/Send: it steps every message of
-// the stream into the node until the peer closes it.
-func (n *Node) ServeSend(stream raftv1.Raft_SendServer) error {
+// the stream into the node until the peer closes it. A message whose
+// sender is not from (the raft id of the authenticated peer; 0 when the
+// server does not authenticate) ends the stream with PERMISSION_DENIED
+// before it reaches raft.
+func (n *Node) ServeSend(stream raftv1.Raft_SendServer, from uint64) error {
 	var theirs uint64
 	if md, ok := metadata.FromIncomingContext(stream.Context()); ok && len(md.Get(clusterIDKey)) == 1 {
 		theirs, _ = strconv.ParseUint(md.Get(clusterIDKey)[0], 16, 64)
@@ -249,6 +252,10 @@ func (n *Node) ServeSend(stream raftv1.Raft_SendServer) error {
 			m := &raftpb.Message{}
 			if err := proto.Unmarshal(b, m); err != nil {
 				return err
+			}
+			if from != 0 && m.GetFrom() != from {
+				n.log.Warn("raft: refusing a message with a sender other than the authenticated peer", "from", m.GetFrom(), "peer", from, "type", m.GetType())
+				return status.Errorf(codes.PermissionDenied, "raft message from %x on a stream authenticated as member %x: a peer sends only as itself", m.GetFrom(), from)
 			}
 			if err := n.Step(stream.Context(), m); err != nil {
 				return err

@@ -359,6 +359,20 @@ func (r *Replica) Header(rev int64, stale bool) *hivemindv1.ResponseHeader {
 	return &hivemindv1.ResponseHeader{Revision: rev, RaftTerm: r.node.Term(), NodeName: r.cfg.Name, Stale: stale, Epoch: r.machine.Epoch()}
 }
 
+// IsPeer reports whether name is a control-plane member as far as this
+// member knows: a voter or learner of the raft configuration, one of the
+// initial members it was started with, or anyone while it knows no
+// member at all (a new member waiting for its first snapshot).
+func (r *Replica) IsPeer(name string) bool {
+	for _, m := range r.cfg.Cluster {
+		if m.GetName() == name {
+			return true
+		}
+	}
+	known, any := r.node.HasMember(MemberID(name), name)
+	return known || !any
+}
+
 // Members lists the control-plane members.
 func (r *Replica) Members() []*hivemindv1.Member { return r.node.Members() }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,6 +52,21 @@ func (down) Status(context.Context) (*hivemindv1.StatusResponse, error) {
 	return nil, status.Error(codes.Unavailable, "no quorum")
 }
 
+// testKeys are the test nodes' identity keys, one per name.
+var testKeys sync.Map
+
+func testKey(name string) auth.NodeKey {
+	k, _ := testKeys.LoadOrStore(name, auth.NewNodeKey())
+	return k.(auth.NodeKey)
+}
+
+// testRegistry binds every test node's name to its key, as dns processors.
+type testRegistry struct{}
+
+func (testRegistry) Binding(_ context.Context, name string) (auth.Binding, bool, error) {
+	return auth.Binding{PublicKey: testKey(name).Public(), Roles: []string{auth.RoleDNS}}, true, nil
+}
+
 // testNode is an in-process dns processor with its gRPC API served with
 // authentication, as the binary serves it.
 type testNode struct {
@@ -73,7 +89,10 @@ func startNode(t *testing.T, name string, cp *switchable, peers func() []Peer, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	authn := auth.NewAuthenticator(auth.NewPolicy(), auth.NewTokens(sec, nil), ops)
+	tokens := auth.NewTokens(nil)
+	members := auth.NewDirectory()
+	members.Set(testRegistry{})
+	authn := auth.NewAuthenticator(auth.NewPolicy(), tokens, ops, members)
 	for m, r := range Rules {
 		authn.Policy().Set(m, r)
 	}
@@ -82,14 +101,14 @@ func startNode(t *testing.T, name string, cp *switchable, peers func() []Peer, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	hivemindv1.RegisterAuthServer(srv.GRPC(), auth.NewServer(auth.ServerConfig{Name: name, Secret: sec}))
+	hivemindv1.RegisterAuthServer(srv.GRPC(), auth.NewServer(auth.ServerConfig{Name: name, Secret: sec, Tokens: tokens, Members: members}))
 	n, err := New(Config{
 		DNSAddr:       "127.0.0.1:0",
 		ControlPlane:  cp.get,
 		Peers:         peers,
 		RetryInterval: 100 * time.Millisecond,
 		DialPeer: func(addr string) (hivemindv1.DNSProcessorClient, func() error, error) {
-			conn, err := grpcclient.Dial(addr, grpcclient.Config{Auth: auth.NewNodeAuth(name, sec), MaxRetries: -1})
+			conn, err := grpcclient.Dial(addr, grpcclient.Config{Auth: auth.NewNodeAuth(name, sec, testKey(name)), MaxRetries: -1})
 			if err != nil {
 				return nil, nil, err
 			}

@@ -327,5 +327,5 @@ func (s *peerServer) Send(stream raftv1.Raft_SendServer) error {
 	if n == nil {
 		return status.Error(codes.Unavailable, "member is down")
 	}
-	return n.ServeSend(stream)
+	return n.ServeSend(stream, 0)
 }
