@@ -1,9 +1,10 @@
 # hivemind — build, test and run. `make help` lists the targets.
 
 SHELL := /bin/bash
-MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier bench test/sink
+MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier bench test/sink test/attack
 BINARIES := controlplane:hivemind-controlplane host:hivemind-host dnsprocessor:hivemind-dns notifier:hivemind-notifier
-# Test tools of the compose cluster (test/sink), built into dist/ beside the roles.
+# Test tools of the compose cluster (test/sink; test/attack plays a compromised
+# host in the e2e suite), built into dist/ beside the roles.
 SINKS    := webhook-sink smtp-sink
 
 BIN := $(CURDIR)/bin
@@ -70,6 +71,7 @@ dist: ## build static linux binaries for the container images (roles and test si
 		echo "go build (static) $$n"; (cd services/$$m && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
 	@for n in $(SINKS); do \
 		echo "go build (static) $$n"; (cd test/sink && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '-s -w' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
+	@echo "go build (static) hivemind-attack"; (cd test/attack && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '-s -w' -o $(DIST)/hivemind-attack ./cmd/hivemind-attack)
 
 test: ## run every module's tests with -race (50 randomized fault runs through porcupine included)
 	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test $(TEST_FLAGS) ./...) || exit 1; done
