@@ -203,7 +203,7 @@ func TestTheSecretNeverCrossesTheWire(t *testing.T) {
 	}
 	sec := mustSecret(t, testSecretA)
 	forbidden := map[string][]byte{"secret": []byte(testSecretA)}
-	for _, p := range []string{secret.PurposeHandshake, secret.PurposeToken, secret.PurposeGossip, secret.PurposeTicket} {
+	for _, p := range []string{secret.PurposeHandshake, secret.PurposeToken, secret.PurposeGossip} {
 		forbidden["key "+p] = sec.Key(p)
 	}
 	for what, b := range forbidden {

@@ -82,6 +82,12 @@ func (k NodeKey) Valid() bool { return len(k.priv) == ed25519.PrivateKeySize }
 
 func (k NodeKey) sign(msg []byte) []byte { return ed25519.Sign(k.priv, msg) }
 
+// Sign signs msg with the key, for packages that define statements of
+// their own (admission tickets). Every statement a node key signs starts
+// with a label naming what it is, so no signature is good for two
+// purposes.
+func (k NodeKey) Sign(msg []byte) []byte { return k.sign(msg) }
+
 // Labels of what node keys sign, so a signature over one statement is
 // never valid for another.
 const (

@@ -2,11 +2,14 @@ package cluster
 
 import (
 	"context"
+	"crypto/ed25519"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/registry"
 )
 
 // How a node that is not on the control plane keeps the registry it checks
@@ -27,16 +30,45 @@ type memberCache struct {
 
 	read sync.Mutex // one read of the registry at a time
 
+	refreshing atomic.Bool // a background read is under way
+
 	mu      sync.Mutex
 	byName  map[string]auth.Binding
-	fetched time.Time // last successful read
-	tried   time.Time // last attempt
+	issuers map[string]ed25519.PublicKey // control-plane members' keys, left ones included
+	fetched time.Time                    // last successful read
+	tried   time.Time                    // last attempt
 }
 
 func newMemberCache(n *Node) *memberCache { return &memberCache{n: n} }
 
 // Members returns the registry as authentication reads it.
 func (n *Node) Members() auth.Members { return n.members }
+
+// IssuerKey returns the ticket-signing key of registry entry m: the key of
+// a control-plane member. A member that has left keeps it, so the tickets
+// it issued stay good while it restarts.
+func IssuerKey(m *hivemindv1.ClusterMember) (ed25519.PublicKey, bool) {
+	if !registry.Performs(m, RoleControlPlane) || len(m.GetPublicKey()) != ed25519.PublicKeySize {
+		return nil, false
+	}
+	return ed25519.PublicKey(m.GetPublicKey()), true
+}
+
+// issuerKey is a ticket.KeyOf over the cache. It never blocks (memberlist
+// calls it): an unknown issuer starts a read of the registry in the
+// background, so a control-plane member added since is known shortly.
+func (c *memberCache) issuerKey(name string) (ed25519.PublicKey, bool) {
+	c.mu.Lock()
+	k, ok := c.issuers[name]
+	c.mu.Unlock()
+	if !ok && c.refreshing.CompareAndSwap(false, true) {
+		go func() {
+			defer c.refreshing.Store(false)
+			c.refresh(context.Background())
+		}()
+	}
+	return k, ok
+}
 
 // BindingOf returns the binding the registry entry m gives its name; ok is
 // false for a member that has left.
@@ -49,13 +81,17 @@ func BindingOf(m *hivemindv1.ClusterMember) (auth.Binding, bool) {
 
 func (c *memberCache) fill(d *hivemindv1.MembershipDigest) {
 	by := make(map[string]auth.Binding, len(d.GetMembers()))
+	issuers := map[string]ed25519.PublicKey{}
 	for _, m := range d.GetMembers() {
 		if b, ok := BindingOf(m); ok {
 			by[m.GetName()] = b
 		}
+		if k, ok := IssuerKey(m); ok {
+			issuers[m.GetName()] = k
+		}
 	}
 	c.mu.Lock()
-	c.byName, c.fetched = by, time.Now()
+	c.byName, c.issuers, c.fetched = by, issuers, time.Now()
 	c.tried = c.fetched
 	c.mu.Unlock()
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/hivemind/hivemind/pkg/gossip"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 	"github.com/hivemind/hivemind/pkg/registry"
+	"github.com/hivemind/hivemind/pkg/ticket"
 )
 
 // RoleControlPlane is the role of control-plane nodes.
@@ -36,6 +37,10 @@ type NodeConfig struct {
 	GRPCAddress string
 	// Key is the node's identity key; every join is signed with it.
 	Key auth.NodeKey
+	// Issuers gives the keys of the control-plane members that sign
+	// tickets, for gossip admission. Nil: this node's copy of the registry
+	// (nodes that are not on the control plane).
+	Issuers ticket.KeyOf
 	// Seeds are gRPC addresses of members to join through (any role).
 	// Ignored when Local is set.
 	Seeds []string
@@ -108,6 +113,10 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, rejoin: make(chan struct{}, 1), joined: make(chan struct{}), seeds: map[string]*grpc.ClientConn{}, reason: "not joined yet"}
 	n.members = newMemberCache(n)
 	gc := cfg.Gossip
+	gc.Issuers = cfg.Issuers
+	if gc.Issuers == nil {
+		gc.Issuers = n.members.issuerKey
+	}
 	gc.Name = cfg.Name
 	gc.Meta = gossip.Meta{Roles: cfg.Roles.GetPerforms(), GRPCAddr: cfg.GRPCAddress}
 	gc.OnNewerEpoch = func(epoch uint64, from string) {

@@ -14,6 +14,7 @@ import (
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/gossip"
 	"github.com/hivemind/hivemind/pkg/ping"
+	"github.com/hivemind/hivemind/pkg/ticket"
 )
 
 // ClusterFlags are the membership flags every role has.
@@ -105,6 +106,9 @@ type ClusterOptions struct {
 	Local cluster.Registry
 	// Epoch is the registry's epoch (control plane only).
 	Epoch func() uint64
+	// Issuers gives the keys of ticket issuers from the local registry
+	// (control plane only; elsewhere the node's copy of the registry).
+	Issuers ticket.KeyOf
 	// OnReady sees readiness changes (joined, required roles present).
 	OnReady func(ready bool, reason string)
 	// Tune adjusts the node configuration before it is built (tests).
@@ -133,6 +137,7 @@ func (env *Env) NewClusterNode(role string, opts ClusterOptions) (*cluster.Node,
 		Seeds:       splitList(env.Common.Cluster.Seeds),
 		Local:       opts.Local,
 		Epoch:       opts.Epoch,
+		Issuers:     opts.Issuers,
 		Dial:        env.Client,
 		Gossip:      g,
 		OnReady:     opts.OnReady,

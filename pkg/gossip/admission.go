@@ -41,7 +41,7 @@ func (r *refusal) Unwrap() []error {
 // highest one seen on a valid ticket (this node's own included).
 type admission struct {
 	self    string
-	key     []byte
+	issuers ticket.KeyOf
 	log     *slog.Logger
 	refused *prometheus.CounterVec // nil without a Registerer
 	newer   func(epoch uint64, from string)
@@ -59,7 +59,7 @@ func (a *admission) check(n *memberlist.Node) error {
 	if err != nil {
 		return &refusal{reasonMeta, err}
 	}
-	if _, err := ticket.Verify(a.key, m.Ticket, n.Name, m.Epoch); err != nil {
+	if _, err := ticket.Verify(m.Ticket, a.issuers, n.Name, m.Epoch); err != nil {
 		return &refusal{reasonTicket, err}
 	}
 	a.mu.Lock()

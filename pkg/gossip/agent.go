@@ -24,7 +24,6 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/hivemind/hivemind/pkg/secret"
 )
 
 // Agent is one node's membership in the gossip pool.
@@ -76,7 +75,7 @@ func New(cfg Config) (*Agent, error) {
 	a.meta.Incarnation, a.meta.Leaving = gen, false
 	a.view = &view{members: map[string]*Member{}, emit: a.emit}
 	a.adm = &admission{
-		self: cfg.Name, key: cfg.Secret.Key(secret.PurposeTicket), log: log,
+		self: cfg.Name, issuers: cfg.Issuers, log: log,
 		epoch: cfg.Meta.Epoch, generation: map[string]uint64{}, lastReason: map[string]string{},
 		newer: func(epoch uint64, from string) {
 			if cfg.OnNewerEpoch != nil {

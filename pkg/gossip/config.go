@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hivemind/hivemind/pkg/secret"
+	"github.com/hivemind/hivemind/pkg/ticket"
 )
 
 // Config configures an Agent. Start from a preset (DefaultLANConfig,
@@ -31,9 +32,13 @@ type Config struct {
 	AdvertisePort int
 
 	// Secret is the cluster secret. Gossip is encrypted and authenticated
-	// with its secret.PurposeGossip key, in both directions, and tickets
-	// are checked with its secret.PurposeTicket key.
+	// with its secret.PurposeGossip key, in both directions.
 	Secret secret.Secret
+
+	// Issuers gives the public keys of the control-plane members that sign
+	// admission tickets. It is called from memberlist's delegates, so it
+	// must not block.
+	Issuers ticket.KeyOf
 
 	// DataDir holds the generation file. Every New raises the generation
 	// kept there, so a restarted node is newer than its previous life.
@@ -166,6 +171,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("gossip: name is %d bytes, at most %d", len(c.Name), maxNameLength)
 	case !c.Secret.Valid():
 		return errors.New("gossip: config has no cluster Secret")
+	case c.Issuers == nil:
+		return errors.New("gossip: config has no Issuers to check tickets with")
 	case c.DataDir == "":
 		return errors.New("gossip: config has no DataDir for the generation file")
 	case c.ProbeInterval <= c.ProbeTimeout:

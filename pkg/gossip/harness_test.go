@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"crypto/ed25519"
 	"log/slog"
 	"os"
 	"sync"
@@ -21,9 +22,19 @@ func mustSecret(s string) secret.Secret {
 	return sec
 }
 
+// issuerKey is the ticket-signing key of control-plane member "cp1" in a
+// cluster with secret sec: another cluster's tickets do not verify here.
+func issuerKey(sec secret.Secret) ed25519.PrivateKey {
+	return ed25519.NewKeyFromSeed(sec.Key("hivemind test ticket issuer")[:ed25519.SeedSize])
+}
+
+// testIssuers knows the test cluster's control-plane member cp1.
+var testIssuers = ticket.Keys(map[string]ed25519.PublicKey{"cp1": issuerKey(testSecret).Public().(ed25519.PublicKey)})
+
 func issue(t testing.TB, sec secret.Secret, name string, epoch uint64) []byte {
 	t.Helper()
-	raw, err := ticket.Sign(sec.Key(secret.PurposeTicket), ticket.Ticket{Name: name, Epoch: epoch, IssuedAt: time.Now()})
+	priv := issuerKey(sec)
+	raw, err := ticket.Sign(func(m []byte) []byte { return ed25519.Sign(priv, m) }, ticket.Ticket{Name: name, Issuer: "cp1", Epoch: epoch, IssuedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +52,7 @@ func testLogger() *slog.Logger {
 func testConfig(t testing.TB, name string, epoch uint64) Config {
 	c := TestConfig(name)
 	c.Secret = testSecret
+	c.Issuers = testIssuers
 	c.DataDir = t.TempDir()
 	c.Logger = testLogger()
 	c.Meta = Meta{Roles: []string{"host"}, GRPCAddr: "127.0.0.1:7000", Ticket: issue(t, testSecret, name, epoch), Epoch: epoch}

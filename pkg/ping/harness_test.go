@@ -2,6 +2,7 @@ package ping
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -30,6 +31,9 @@ var testSecret = func() secret.Secret {
 	}
 	return s
 }()
+
+// testIssuer signs the test nodes' tickets, as control-plane member cp1.
+var testIssuer = ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 
 // memStore is a Store in memory that counts the writes to each key.
 type memStore struct {
@@ -126,7 +130,8 @@ func startNode(t testing.TB, name, dataDir string, o nodeOptions) *testNode {
 	}
 	gc := gossip.TestConfig(name)
 	gc.Secret, gc.DataDir = testSecret, dataDir
-	tk, err := ticket.Sign(testSecret.Key(secret.PurposeTicket), ticket.Ticket{Name: name, Epoch: 1, IssuedAt: time.Now()})
+	gc.Issuers = ticket.Keys(map[string]ed25519.PublicKey{"cp1": testIssuer.Public().(ed25519.PublicKey)})
+	tk, err := ticket.Sign(func(m []byte) []byte { return ed25519.Sign(testIssuer, m) }, ticket.Ticket{Name: name, Issuer: "cp1", Epoch: 1, IssuedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}

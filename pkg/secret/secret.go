@@ -22,7 +22,6 @@ const (
 	PurposeHandshake = "hivemind handshake v1"
 	PurposeToken     = "hivemind session token v1"
 	PurposeGossip    = "hivemind gossip v1"
-	PurposeTicket    = "hivemind admission ticket v1"
 )
 
 // Secret is the cluster secret. The zero value is invalid.

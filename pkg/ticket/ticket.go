@@ -1,15 +1,16 @@
 // Package ticket is the proof that a node was admitted to the cluster by
-// the control plane. The control plane issues one with every committed
-// join; the node carries it in its gossip metadata, and every member checks
-// it before letting the node into its memberlist. A ticket names the node,
-// its generation and the cluster epoch, and is signed with a key derived
-// from the cluster secret (secret.PurposeTicket), so any member can check
-// it without asking the control plane.
+// the control plane. The control-plane member that answers a committed
+// join issues one; the node carries it in its gossip metadata, and every
+// member checks it before letting the node into its memberlist. A ticket
+// names the node, its generation, the cluster epoch and the issuer, and is
+// signed with the issuer's node key (ed25519), so any member checks it
+// with the public key the registry binds to the issuer, and nobody without
+// a control-plane member's key — the cluster secret is not enough — can
+// make one.
 package ticket
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 type Ticket struct {
 	// Name of the admitted node.
 	Name string
+	// Issuer is the control-plane member that signed the ticket.
+	Issuer string
 	// Epoch of the cluster the ticket is valid for.
 	Epoch uint64
 	// Incarnation (generation) of the node when it joined.
@@ -31,53 +34,80 @@ type Ticket struct {
 }
 
 const (
-	version = 1
-	macLen  = 32
-	// MaxNameLength keeps a ticket well inside memberlist's 512-byte
+	version = 2
+	sigLen  = ed25519.SignatureSize
+	// MaxNameLength bounds the node's name, and MaxIssuerLength the
+	// issuer's, keeping a ticket well inside memberlist's 512-byte
 	// metadata limit.
-	MaxNameLength = 253
+	MaxNameLength   = 253
+	MaxIssuerLength = 63
+	// label starts what is signed, so a ticket signature is valid for
+	// nothing else a node key signs.
+	label = "hivemind ticket v2\x00"
 )
 
 // Errors a check can return; wrapped with details.
 var (
 	ErrMalformed = errors.New("malformed ticket")
+	ErrIssuer    = errors.New("ticket issuer is not a control-plane member with a known key")
 	ErrSignature = errors.New("ticket signature does not verify")
 	ErrName      = errors.New("ticket is for another node")
 	ErrEpoch     = errors.New("ticket is for another epoch")
 )
 
-// Sign encodes t and signs it with key.
-func Sign(key []byte, t Ticket) ([]byte, error) {
+// KeyOf returns the public key of a control-plane member that may issue
+// tickets, and whether there is one.
+type KeyOf func(issuer string) (ed25519.PublicKey, bool)
+
+// Sign encodes t and signs it with sign, the issuer's node key.
+func Sign(sign func(msg []byte) []byte, t Ticket) ([]byte, error) {
 	if t.Name == "" || len(t.Name) > MaxNameLength {
 		return nil, fmt.Errorf("%w: name must be 1..%d bytes", ErrMalformed, MaxNameLength)
 	}
-	b := make([]byte, 0, 1+1+len(t.Name)+8+8+8+8+macLen)
+	if t.Issuer == "" || len(t.Issuer) > MaxIssuerLength {
+		return nil, fmt.Errorf("%w: issuer must be 1..%d bytes", ErrMalformed, MaxIssuerLength)
+	}
+	b := make([]byte, 0, 3+len(t.Name)+len(t.Issuer)+32+sigLen)
 	b = append(b, version, byte(len(t.Name)))
 	b = append(b, t.Name...)
+	b = append(b, byte(len(t.Issuer)))
+	b = append(b, t.Issuer...)
 	b = binary.BigEndian.AppendUint64(b, t.Epoch)
 	b = binary.BigEndian.AppendUint64(b, t.Incarnation)
 	b = binary.BigEndian.AppendUint64(b, uint64(t.Revision))
 	b = binary.BigEndian.AppendUint64(b, uint64(t.IssuedAt.UnixNano()))
-	return append(b, mac(key, b)...), nil
+	return append(b, sign(signed(b))...), nil
 }
 
-// Parse checks the signature and decodes the ticket, without checking
-// name or epoch.
-func Parse(key, raw []byte) (Ticket, error) {
-	if len(raw) < 2+32+macLen || raw[0] != version {
+func signed(body []byte) []byte { return append([]byte(label), body...) }
+
+// Parse decodes the ticket and checks its signature with the issuer's key,
+// without checking name or epoch.
+func Parse(raw []byte, keyOf KeyOf) (Ticket, error) {
+	if len(raw) < 3+32+sigLen || raw[0] != version {
 		return Ticket{}, fmt.Errorf("%w: %d bytes", ErrMalformed, len(raw))
 	}
 	n := int(raw[1])
-	if len(raw) != 2+n+32+macLen {
+	if len(raw) < 3+n+32+sigLen {
 		return Ticket{}, fmt.Errorf("%w: length %d for a %d-byte name", ErrMalformed, len(raw), n)
 	}
-	body, sig := raw[:len(raw)-macLen], raw[len(raw)-macLen:]
-	if !hmac.Equal(sig, mac(key, body)) {
+	m := int(raw[2+n])
+	if len(raw) != 3+n+m+32+sigLen {
+		return Ticket{}, fmt.Errorf("%w: length %d for a %d-byte name and a %d-byte issuer", ErrMalformed, len(raw), n, m)
+	}
+	body, sig := raw[:len(raw)-sigLen], raw[len(raw)-sigLen:]
+	issuer := string(body[3+n : 3+n+m])
+	pub, ok := keyOf(issuer)
+	if !ok || len(pub) != ed25519.PublicKeySize {
+		return Ticket{}, fmt.Errorf("%w: %q", ErrIssuer, issuer)
+	}
+	if !ed25519.Verify(pub, signed(body), sig) {
 		return Ticket{}, ErrSignature
 	}
-	p := body[2+n:]
+	p := body[3+n+m:]
 	return Ticket{
 		Name:        string(body[2 : 2+n]),
+		Issuer:      issuer,
 		Epoch:       binary.BigEndian.Uint64(p[0:8]),
 		Incarnation: binary.BigEndian.Uint64(p[8:16]),
 		Revision:    int64(binary.BigEndian.Uint64(p[16:24])),
@@ -86,8 +116,8 @@ func Parse(key, raw []byte) (Ticket, error) {
 }
 
 // Verify parses raw and checks that it admits name in epoch.
-func Verify(key, raw []byte, name string, epoch uint64) (Ticket, error) {
-	t, err := Parse(key, raw)
+func Verify(raw []byte, keyOf KeyOf, name string, epoch uint64) (Ticket, error) {
+	t, err := Parse(raw, keyOf)
 	if err != nil {
 		return Ticket{}, err
 	}
@@ -100,8 +130,10 @@ func Verify(key, raw []byte, name string, epoch uint64) (Ticket, error) {
 	return t, nil
 }
 
-func mac(key, b []byte) []byte {
-	h := hmac.New(sha256.New, key)
-	h.Write(b)
-	return h.Sum(nil)
+// Keys is a fixed KeyOf: issuers' public keys by name (tests, tools).
+func Keys(keys map[string]ed25519.PublicKey) KeyOf {
+	return func(issuer string) (ed25519.PublicKey, bool) {
+		k, ok := keys[issuer]
+		return k, ok
+	}
 }

@@ -17,7 +17,6 @@ import (
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/gossip"
-	"github.com/hivemind/hivemind/pkg/secret"
 	"github.com/hivemind/hivemind/services/controlplane/internal/api"
 	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
 	"github.com/hivemind/hivemind/services/controlplane/internal/members"
@@ -124,13 +123,16 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 		Interval: f.reconcileEvery,
 		Logger:   env.Logger,
 	})
-	local := &members.Local{Store: r, Hub: r.Hub(), TicketKey: env.Secret.Key(secret.PurposeTicket)}
-	// Node keys are checked against this member's own replica.
-	env.Members.Set(&members.Bindings{Machine: r.Machine(), IsPeer: r.IsPeer})
+	local := &members.Local{Store: r, Hub: r.Hub(), Key: env.NodeKey}
+	// Node keys and ticket issuers are checked against this member's own
+	// replica.
+	bindings := &members.Bindings{Machine: r.Machine(), IsPeer: r.IsPeer}
+	env.Members.Set(bindings)
 	node, err = env.NewClusterNode("controlplane", daemon.ClusterOptions{
-		Local: local,
-		Epoch: r.Machine().Epoch,
-		Tune:  func(c *cluster.NodeConfig) { c.OnGossip = func(gossip.Event) { rec.Poke() } },
+		Local:   local,
+		Epoch:   r.Machine().Epoch,
+		Issuers: bindings.IssuerKey,
+		Tune:    func(c *cluster.NodeConfig) { c.OnGossip = func(gossip.Event) { rec.Poke() } },
 	})
 	if err != nil {
 		_ = r.Stop(ctx)

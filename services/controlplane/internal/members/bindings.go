@@ -2,6 +2,7 @@ package members
 
 import (
 	"context"
+	"crypto/ed25519"
 	"sync"
 
 	"github.com/hivemind/hivemind/pkg/auth"
@@ -44,6 +45,17 @@ func (b *Bindings) Binding(_ context.Context, name string) (auth.Binding, bool, 
 		return auth.Binding{Roles: []string{auth.RoleControlPlane}}, true, nil
 	}
 	return auth.Binding{}, false, nil
+}
+
+// IssuerKey is a ticket.KeyOf over the local replica: the key of a
+// control-plane member (one that has left included, so its tickets stay
+// good while it restarts).
+func (b *Bindings) IssuerKey(name string) (ed25519.PublicKey, bool) {
+	m, ok := b.Machine.Member(name)
+	if !ok {
+		return nil, false
+	}
+	return cluster.IssuerKey(m)
 }
 
 // entry decodes a registry value once per revision: the check runs on

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/cluster"
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
@@ -33,8 +34,9 @@ type Store interface {
 type Local struct {
 	Store Store
 	Hub   *watch.Hub
-	// TicketKey signs admission tickets (secret.PurposeTicket).
-	TicketKey []byte
+	// Key is this member's node key; it signs the admission tickets this
+	// member issues.
+	Key auth.NodeKey
 	// Now stamps tickets; nil means time.Now.
 	Now func() time.Time
 }
@@ -49,14 +51,19 @@ func (l *Local) Join(ctx context.Context, req *hivemindv1.JoinRequest) (*hivemin
 		return nil, err
 	}
 	m := l.Store.Machine()
+	// Tickets are checked with the issuer's key in the registry: this
+	// member issues only once its own join has bound its key.
+	if self, ok := m.Member(l.Store.Name()); !ok || !registry.Performs(self, cluster.RoleControlPlane) || !auth.SameKey(self.GetPublicKey(), l.Key.Public()) {
+		return nil, status.Errorf(codes.Unavailable, "join of %s committed, but %s has not joined the registry with its key yet and cannot sign the ticket; retry (another member, or shortly)", req.GetName(), l.Store.Name())
+	}
 	members, rev := m.Members()
 	epoch := m.Epoch()
 	now := time.Now
 	if l.Now != nil {
 		now = l.Now
 	}
-	tk, err := ticket.Sign(l.TicketKey, ticket.Ticket{
-		Name: req.GetName(), Epoch: epoch, Incarnation: res.GetMember().GetIncarnation(), Revision: res.GetRevision(), IssuedAt: now(),
+	tk, err := ticket.Sign(l.Key.Sign, ticket.Ticket{
+		Name: req.GetName(), Issuer: l.Store.Name(), Epoch: epoch, Incarnation: res.GetMember().GetIncarnation(), Revision: res.GetRevision(), IssuedAt: now(),
 	})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid name: %v", err)

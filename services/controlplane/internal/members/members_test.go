@@ -13,6 +13,7 @@ import (
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/hlc"
+	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/registry"
 	"github.com/hivemind/hivemind/pkg/ticket"
 	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
@@ -51,7 +52,22 @@ func (s *machineStore) types() []string {
 	return out
 }
 
-var key = []byte("0123456789abcdef0123456789abcdef")
+// cpKey is member cp1's node key; it signs the tickets cp1 issues.
+var cpKey = auth.NewNodeKey()
+
+// newLocal is the registry of member cp1, which has joined it with its key
+// (it issues tickets only then).
+func newLocal(t *testing.T, st *machineStore) *Local {
+	t.Helper()
+	l := &Local{Store: st, Key: cpKey}
+	req := &hivemindv1.JoinRequest{Name: "cp1", Roles: &hivemindv1.Roles{Performs: []string{"controlplane"}}, GrpcAddress: "127.0.0.1:7000", Incarnation: 1}
+	cpKey.SignJoin(req)
+	if _, err := l.Join(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	st.types()
+	return l
+}
 
 func joinReq(name string, gen uint64) *hivemindv1.JoinRequest {
 	return &hivemindv1.JoinRequest{Name: name, Roles: &hivemindv1.Roles{Performs: []string{"host"}}, GrpcAddress: "127.0.0.1:7100", Incarnation: gen}
@@ -59,20 +75,36 @@ func joinReq(name string, gen uint64) *hivemindv1.JoinRequest {
 
 func TestJoinCommitsAndIssuesATicket(t *testing.T) {
 	st := newStore()
-	l := &Local{Store: st, TicketKey: key}
 	ctx := context.Background()
+	// Before cp1 has joined with its key, the join commits but cp1 signs no
+	// ticket nobody could check.
+	if _, err := (&Local{Store: st, Key: cpKey}).Join(ctx, joinReq("early", 1)); status.Code(err) != codes.Unavailable {
+		t.Fatalf("ticket before the issuer joined: %v, want UNAVAILABLE", err)
+	}
+	l := newLocal(t, st)
 	resp, err := l.Join(ctx, joinReq("web-1", 3))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tk, err := ticket.Verify(key, resp.GetTicket(), "web-1", resp.GetDigest().GetEpoch())
+	b := &Bindings{Machine: st.Machine()}
+	tk, err := ticket.Verify(resp.GetTicket(), b.IssuerKey, "web-1", resp.GetDigest().GetEpoch())
 	if err != nil {
 		t.Fatalf("ticket: %v", err)
 	}
-	if tk.Incarnation != 3 || tk.Revision != 1 {
-		t.Fatalf("ticket %+v, want incarnation 3 at revision 1", tk)
+	if tk.Incarnation != 3 || tk.Revision != 3 || tk.Issuer != "cp1" {
+		t.Fatalf("ticket %+v, want incarnation 3 at revision 3 by cp1", tk)
 	}
-	if ms := resp.GetDigest().GetMembers(); len(ms) != 1 || ms[0].GetName() != "web-1" || ms[0].GetState() != hivemindv1.MemberState_MEMBER_STATE_ALIVE {
+	// Only a control-plane member's key issues: web-1's own key does not.
+	if _, ok := b.IssuerKey("web-1"); ok {
+		t.Fatal("a host is a ticket issuer")
+	}
+	var web *hivemindv1.ClusterMember
+	for _, m := range resp.GetDigest().GetMembers() {
+		if m.GetName() == "web-1" {
+			web = m
+		}
+	}
+	if web.GetState() != hivemindv1.MemberState_MEMBER_STATE_ALIVE || len(resp.GetDigest().GetMembers()) != 3 {
 		t.Fatalf("digest %v", resp.GetDigest())
 	}
 	if _, err := l.Join(ctx, &hivemindv1.JoinRequest{Name: "bad.name", GrpcAddress: "a:1"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "name") {
@@ -85,7 +117,7 @@ func TestJoinCommitsAndIssuesATicket(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err := l.List(ctx, false)
-	if err != nil || d.GetMembers()[0].GetState() != hivemindv1.MemberState_MEMBER_STATE_LEFT {
+	if err != nil || len(d.GetMembers()) != 3 || d.GetMembers()[2].GetName() != "web-1" || d.GetMembers()[2].GetState() != hivemindv1.MemberState_MEMBER_STATE_LEFT {
 		t.Fatalf("after leave: %v %v", d, err)
 	}
 	if got := st.types(); strings.Join(got, ",") != "member.joined /members/web-1,member.left /members/web-1" {
@@ -99,7 +131,7 @@ func (o observer) Observe() map[string]Observation { return o }
 
 func TestReconcilerIsTheOneDoorAndIdempotent(t *testing.T) {
 	st := newStore()
-	l := &Local{Store: st, TicketKey: key}
+	l := newLocal(t, st)
 	ctx := context.Background()
 	for _, n := range []string{"a", "b", "c", "d"} {
 		if _, err := l.Join(ctx, joinReq(n, 2)); err != nil {
@@ -112,7 +144,7 @@ func TestReconcilerIsTheOneDoorAndIdempotent(t *testing.T) {
 	st.types()
 
 	alive, suspect, dead := hivemindv1.MemberState_MEMBER_STATE_ALIVE, hivemindv1.MemberState_MEMBER_STATE_SUSPECT, hivemindv1.MemberState_MEMBER_STATE_FAILED
-	obs := observer{"a": {alive, 2}, "b": {dead, 2}, "d": {dead, 2}}
+	obs := observer{"cp1": {alive, 1}, "a": {alive, 2}, "b": {dead, 2}, "d": {dead, 2}}
 	r := NewReconciler(ReconcilerConfig{Store: st, IsLeader: func() bool { return true }, Gossip: obs, Grace: time.Hour})
 	steps := []struct {
 		comment string
@@ -139,7 +171,7 @@ func TestReconcilerIsTheOneDoorAndIdempotent(t *testing.T) {
 
 func TestReconcilerProposesOnlyOnTheLeader(t *testing.T) {
 	st := newStore()
-	l := &Local{Store: st, TicketKey: key}
+	l := newLocal(t, st)
 	if _, err := l.Join(context.Background(), joinReq("a", 1)); err != nil {
 		t.Fatal(err)
 	}
