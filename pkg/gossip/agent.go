@@ -23,7 +23,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
-
 )
 
 // Agent is one node's membership in the gossip pool.
