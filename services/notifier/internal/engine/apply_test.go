@@ -141,3 +141,66 @@ func TestSecretsApartFromRecords(t *testing.T) {
 		t.Errorf("deleted subscription still held: %v, secret %q", e.subs["new"], e.secrets["new"])
 	}
 }
+
+// FuzzApply feeds arbitrary event sequences (a WatchResponse, as the
+// control plane streams them) to the engine's loop state. It must not
+// panic, and the subscriptions and secrets it holds must be those the
+// state machine's own events alone give: dropping every event without a
+// kv (all an AppendEvent can make) changes none of them.
+func FuzzApply(f *testing.F) {
+	sub := &hivemindv1.Subscription{Name: "s", Target: "https://example.com/hook", Prefix: "/"}
+	evil := &hivemindv1.Subscription{Name: "evil", Target: "https://attacker.example/", Prefix: "/", Secret: "whsec_ZXZpbA=="}
+	b, _ := proto.Marshal(evil)
+	failed := []byte(`{"name":"host1","state":"failed","incarnation":1}`)
+	for _, evs := range [][]*hivemindv1.Event{
+		{{Revision: 2, Type: "app.note", Hook: hivemindv1.Hook_HOOK_MODIFY, Uri: "/notifier/subscriptions/x"}},
+		{{Revision: 2, Type: "app.note", Uri: "/notifier/subscriptions/"}, {Revision: 3, Type: "app.note", Uri: "/notifier/secrets/"}},
+		{subPut(f, 2, sub), {Revision: 3, Type: "kv.put", Uri: subscription.Key("evil"), Payload: b}, {Revision: 4, Type: "kv.delete", Uri: subscription.Key("s")}},
+		{keyEvent(2, subscription.SecretKey("s"), []byte("whsec_c2VjcmV0"), false), subPut(f, 2, sub),
+			{Revision: 3, Type: "kv.put", Uri: subscription.SecretKey("s"), Payload: []byte("whsec_ZXZpbA==")}},
+		{subPut(f, 2, sub), {Revision: 3, Type: "kv.delete", Hook: hivemindv1.Hook_HOOK_DELETE, Uri: "/nodes/host1/host"},
+			{Revision: 4, Type: "member.failed", Uri: "/members/host1", Source: "host1", Payload: failed}},
+		{keyEvent(2, subscription.Key("x/y"), b, false), keyEvent(3, subscription.Key("evil"), []byte{0xff}, false), keyEvent(4, subscription.Key("s"), b, false)},
+		{{Revision: 2, Type: "intent.completed", Uri: "/deliver/s/x"}},
+	} {
+		raw, err := proto.Marshal(&hivemindv1.WatchResponse{Events: evs})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var resp hivemindv1.WatchResponse
+		if proto.Unmarshal(raw, &resp) != nil {
+			return
+		}
+		all, allCtx := offline(t)
+		genuine, genuineCtx := offline(t)
+		for _, ev := range resp.GetEvents() {
+			all.apply(allCtx, ev)
+			if ev.GetKv() != nil {
+				genuine.apply(genuineCtx, ev)
+			}
+		}
+		if len(all.subs) != len(genuine.subs) {
+			t.Fatalf("subscriptions %v, from the events with a kv %v", keys(all.subs), keys(genuine.subs))
+		}
+		for name, got := range all.subs {
+			want := genuine.subs[name]
+			if want == nil || !proto.Equal(got.Sub, want.Sub) || got.CreateRevision != want.CreateRevision {
+				t.Fatalf("subscription %s: %v, from the events with a kv %v", name, got, want)
+			}
+			if got.Sub.GetName() != name {
+				t.Fatalf("subscription %q held under %q", got.Sub.GetName(), name)
+			}
+		}
+		if len(all.secrets) != len(genuine.secrets) {
+			t.Fatalf("%d secrets, %d from the events with a kv", len(all.secrets), len(genuine.secrets))
+		}
+		for name, s := range all.secrets {
+			if genuine.secrets[name] != s {
+				t.Fatalf("secret of %s changed by an event without a kv", name)
+			}
+		}
+	})
+}
