@@ -229,6 +229,14 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 			return 0, err
 		}
 	}
+	// Records from before secrets were kept apart: move their secrets out,
+	// so that reading the records no longer shows them. Best effort; they
+	// load either way.
+	if n, err := e.store.MoveInlineSecrets(ctx); err != nil {
+		e.log.Warn("cannot move inline subscription secrets to /notifier/secrets/ yet", "err", err)
+	} else if n > 0 {
+		e.log.Info("moved inline subscription secrets to /notifier/secrets/", "subscriptions", n)
+	}
 	for {
 		subs, kvs, rev, err := e.store.List(ctx)
 		if err == nil {

@@ -199,6 +199,50 @@ func (s *Store) rangeAll(ctx context.Context, prefix string) ([]*hivemindv1.KeyV
 	}
 }
 
+// MoveInlineSecrets moves the secret of every record stored before the
+// split to its own key: one transaction per subscription, guarded by the
+// record's mod revision (a record changed meanwhile is left for the next
+// pass) and by the secret key being absent (a separate secret already wins).
+// It returns how many it moved. Old revisions in the event log still hold
+// the inline secrets until they are compacted away.
+func (s *Store) MoveInlineSecrets(ctx context.Context) (int, error) {
+	kvs, _, err := s.rangeAll(ctx, SubscriptionsPrefix)
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	for _, kv := range kvs {
+		sub, err := Unmarshal(kv.GetValue())
+		if err != nil || sub.GetSecret() == "" {
+			continue
+		}
+		name := strings.TrimPrefix(kv.GetKey(), SubscriptionsPrefix)
+		rec := proto.Clone(sub).(*hivemindv1.Subscription)
+		rec.Secret = ""
+		b, err := marshal.Marshal(rec)
+		if err != nil {
+			return moved, err
+		}
+		resp, err := s.cp.Txn(ctx, &hivemindv1.TxnRequest{
+			Compares: []*hivemindv1.Compare{
+				{Key: kv.GetKey(), Target: hivemindv1.Compare_TARGET_MOD_REVISION, Result: hivemindv1.Compare_RESULT_EQUAL, Number: kv.GetModRevision()},
+				{Key: SecretKey(name), Target: hivemindv1.Compare_TARGET_VERSION, Result: hivemindv1.Compare_RESULT_EQUAL, Number: 0},
+			},
+			Success: []*hivemindv1.TxnOp{
+				{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: SecretKey(name), Value: []byte(sub.GetSecret())}}},
+				{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: kv.GetKey(), Value: b}}},
+			},
+		})
+		if err != nil {
+			return moved, fmt.Errorf("%s: %w", kv.GetKey(), err)
+		}
+		if resp.GetSucceeded() {
+			moved++
+		}
+	}
+	return moved, nil
+}
+
 // Delete removes a subscription, its secret and its delivery records in
 // one transaction; ErrNotFound if there is none.
 func (s *Store) Delete(ctx context.Context, name string) (int64, error) {

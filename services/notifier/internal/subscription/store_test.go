@@ -63,6 +63,21 @@ func TestStoreKeepsSecretsApart(t *testing.T) {
 		t.Fatalf("List: %v, %v", subs, err)
 	}
 
+	// The notifier moves the inline secret out; reads do not change.
+	if n, err := st.MoveInlineSecrets(ctx); err != nil || n != 1 {
+		t.Fatalf("MoveInlineSecrets: %d, %v; want 1 moved", n, err)
+	}
+	recResp, _ = cp.Get(ctx, &hivemindv1.GetRequest{Key: subscription.Key("old")})
+	if rec, _ := subscription.Unmarshal(recResp.GetKv().GetValue()); rec.GetSecret() != "" || rec.GetTarget() != old.GetTarget() {
+		t.Errorf("old record after the move: %v", rec)
+	}
+	if got, _, err := st.Get(ctx, "old"); err != nil || !proto.Equal(got, old) {
+		t.Errorf("old subscription after the move: %v (%v), want %v", got, err, old)
+	}
+	if n, err := st.MoveInlineSecrets(ctx); err != nil || n != 0 {
+		t.Errorf("MoveInlineSecrets again: %d, %v; want nothing to move", n, err)
+	}
+
 	if err := st.Disable(ctx, "web", "gone"); err != nil {
 		t.Fatal(err)
 	}
