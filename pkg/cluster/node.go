@@ -363,7 +363,7 @@ func (n *Node) useControlPlane(d *hivemindv1.MembershipDigest) error {
 	if n.cp != nil {
 		n.cp.Close()
 	}
-	n.cp, n.cpAddrs, n.registry = cp, addrs, Remote{CP: cp}
+	n.cp, n.cpAddrs, n.registry = cp, addrs, Remote{CP: cp, Log: n.log}
 	return nil
 }
 

@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/hivemind/hivemind/pkg/cpclient"
+	"github.com/hivemind/hivemind/pkg/fsmevent"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/registry"
 )
@@ -14,6 +16,8 @@ import (
 // with ordinary Range and Watch calls.
 type Remote struct {
 	CP *cpclient.Client
+	// Log receives the events Watch skips; nil means slog.Default().
+	Log *slog.Logger
 }
 
 // Join implements Registry.
@@ -58,23 +62,32 @@ func (r Remote) List(ctx context.Context, stale bool) (*hivemindv1.MembershipDig
 func (r Remote) Watch(ctx context.Context, start int64, fn func([]*hivemindv1.MemberEvent) error) error {
 	req := &hivemindv1.WatchRequest{StartRevision: start, Prefix: registry.Prefix, Types: registry.EventTypes}
 	return r.CP.Watch(ctx, req, func(resp *hivemindv1.WatchResponse) error {
-		evs, err := MemberEvents(resp.GetEvents())
-		if err != nil || len(evs) == 0 {
-			return err
+		evs := MemberEvents(r.Log, resp.GetEvents())
+		if len(evs) == 0 {
+			return nil
 		}
 		return fn(evs)
 	})
 }
 
-// MemberEvents turns registry events into member events.
-func MemberEvents(events []*hivemindv1.Event) ([]*hivemindv1.MemberEvent, error) {
+// MemberEvents turns registry events into member events. Only the state
+// machine's member events count, read from the key they changed
+// (fsmevent.Member); any other event — an appended member.failed with a
+// spoofed source, a record that does not decode — is logged to log (nil:
+// slog.Default()) and skipped, so that no event can change what a watcher
+// sees of the registry, nor end its watch.
+func MemberEvents(log *slog.Logger, events []*hivemindv1.Event) []*hivemindv1.MemberEvent {
 	var out []*hivemindv1.MemberEvent
 	for _, e := range events {
-		m, err := registry.Decode(e.GetPayload())
+		m, err := fsmevent.Member(e)
 		if err != nil {
-			return nil, fmt.Errorf("event %s: %w", e.GetId(), err)
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Warn("registry event skipped", "revision", e.GetRevision(), "err", err)
+			continue
 		}
 		out = append(out, &hivemindv1.MemberEvent{Type: e.GetType(), Member: m, Revision: e.GetRevision(), EventId: e.GetId()})
 	}
-	return out, nil
+	return out
 }

@@ -103,9 +103,9 @@ func (l *Local) Watch(ctx context.Context, start int64, fn func([]*hivemindv1.Me
 		return api.ToStatus(err)
 	}
 	err := l.Hub.Serve(ctx, req, func(resp *hivemindv1.WatchResponse) error {
-		evs, err := cluster.MemberEvents(resp.GetEvents())
-		if err != nil || len(evs) == 0 {
-			return err
+		evs := cluster.MemberEvents(nil, resp.GetEvents())
+		if len(evs) == 0 {
+			return nil
 		}
 		return fn(evs)
 	})

@@ -20,13 +20,14 @@ import (
 )
 
 // Rules are the auth requirements of the DNSProcessor methods. PushHosts
-// needs write, and then the caller must own the record it pushes (see
-// PushHosts): the same rule the control plane applies to /nodes/<node>/.
+// is for nodes only, whatever scopes an operator token has; the handler
+// then admits only nodes performing the host role, each for its own record
+// (see PushHosts). An operator changes records through the control plane.
 var Rules = map[string]auth.Requirement{
 	hivemindv1.DNSProcessor_Status_FullMethodName:       auth.NeedRead,
 	hivemindv1.DNSProcessor_Lookup_FullMethodName:       auth.NeedRead,
 	hivemindv1.DNSProcessor_HostSnapshot_FullMethodName: auth.NeedRead,
-	hivemindv1.DNSProcessor_PushHosts_FullMethodName:    auth.NeedWrite,
+	hivemindv1.DNSProcessor_PushHosts_FullMethodName:    auth.NodeOnly,
 }
 
 // service is the DNSProcessor gRPC API over a Node.
@@ -179,16 +180,22 @@ func contributors(z *zone.Zone, res zone.Result, snap *hoststate.Snapshot) []str
 	return out
 }
 
-// PushHosts implements hivemindv1.DNSProcessorServer: the fast path. Each
-// record is applied on its own, when its seq is newer than what is held.
-// A bad record is skipped and the rest of the stream still applied; the
-// stream then ends with INVALID_ARGUMENT (PERMISSION_DENIED for a record
-// the caller does not own) naming the first bad record and field.
+// PushHosts implements hivemindv1.DNSProcessorServer: the fast path. Only
+// a node performing the host role may push, and only its own record (the
+// name comes from its credential, never from the record): any other record
+// ends the stream at once with PERMISSION_DENIED naming it, and neither it
+// nor anything after it is applied. Since a stream carries one caller,
+// whatever it applied before was that host's own record.
+//
+// Each record is applied on its own, when its seq is newer than what is
+// held. A record that is invalid is skipped and the rest of the stream
+// still applied; the stream then ends with INVALID_ARGUMENT naming the
+// first bad record and field.
 func (s service) PushHosts(stream hivemindv1.DNSProcessor_PushHostsServer) error {
 	ctx := stream.Context()
+	id, _ := auth.FromContext(ctx)
 	var applied, bad int64
 	var first error
-	code := codes.InvalidArgument
 	for i := 0; ; i++ {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -198,7 +205,13 @@ func (s service) PushHosts(stream hivemindv1.DNSProcessor_PushHostsServer) error
 			return err
 		}
 		rec := req.GetHost()
-		err = s.push(ctx, rec)
+		if rec != nil { // a missing record is invalid, not foreign: push says so
+			if err := mayPush(id, rec); err != nil {
+				s.n.log.Warn("pushed host record refused", "index", i, "node", rec.GetNode(), "caller", id.Name, "err", err)
+				return status.Errorf(codes.PermissionDenied, "record %d (node %q): %v; nothing after it applied (%d records of %s applied before it)", i, rec.GetNode(), err, applied, id.Name)
+			}
+		}
+		err = s.push(rec)
 		if err == nil {
 			applied++
 			continue
@@ -206,28 +219,39 @@ func (s service) PushHosts(stream hivemindv1.DNSProcessor_PushHostsServer) error
 		bad++
 		if first == nil {
 			first = fmt.Errorf("record %d (node %q): %w", i, rec.GetNode(), err)
-			if status.Code(err) == codes.PermissionDenied {
-				code = codes.PermissionDenied
-			}
 		}
 		s.n.log.Warn("pushed host record refused", "index", i, "node", rec.GetNode(), "err", err)
 	}
 	if first != nil {
-		return status.Errorf(code, "%v (%d bad records, %d good ones applied)", first, bad, applied)
+		return status.Errorf(codes.InvalidArgument, "%v (%d bad records, %d good ones applied)", first, bad, applied)
 	}
 	return stream.SendAndClose(&hivemindv1.PushHostsResponse{Applied: applied})
 }
 
+// mayPush says why id may not push rec, or nil: a node performing the
+// host role pushes its own record only (the Kubernetes node authorizer's
+// rule for a kubelet and its Node).
+func mayPush(id auth.Identity, rec *hivemindv1.HostRecord) error {
+	switch {
+	case id.Name == "":
+		return errors.New("the call has no authenticated caller")
+	case id.Kind != auth.KindNode:
+		return fmt.Errorf("%s %s may not push host records: only host nodes push, each its own record", id.Kind, id.Name)
+	case !id.Performs(auth.RoleHost):
+		return fmt.Errorf("node %s does not perform the %q role (it performs %v): only host nodes push records", id.Name, auth.RoleHost, id.Roles)
+	case rec.GetNode() != id.Name:
+		return fmt.Errorf("node %s may push only its own record, not %q's", id.Name, rec.GetNode())
+	}
+	return nil
+}
+
 // push applies one pushed record; a stale one is no error.
-func (s service) push(ctx context.Context, rec *hivemindv1.HostRecord) error {
+func (s service) push(rec *hivemindv1.HostRecord) error {
 	if rec == nil {
 		return invalid("host", "missing")
 	}
 	u, err := update(rec, "", 0)
 	if err != nil {
-		return err
-	}
-	if err := auth.CheckKeyWrite(ctx, hostKey(u.Host)); err != nil {
 		return err
 	}
 	changed, err := s.n.state.Apply(u)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hivemind/hivemind/pkg/auth"
+	"github.com/hivemind/hivemind/pkg/fsmevent"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/hlc"
 	"github.com/hivemind/hivemind/pkg/registry"
@@ -248,43 +249,16 @@ func (s *syncer) follow(ctx context.Context, cp ControlPlane, rev uint64, p *pag
 }
 
 // apply applies one event of the log. Events about anything but host
-// records and members only move the revision.
+// records and members only move the revision, and so do events the state
+// machine did not emit (an appended kv.delete or member.failed): they are
+// logged and skipped.
 func (s *syncer) apply(ev *hivemindv1.Event) {
 	r := uint64(ev.GetRevision())
-	u := hoststate.Update{Revision: r}
-	switch ev.GetType() {
-	case "kv.put", "kv.delete":
-		u.Host = nodeOfHostKey(ev.GetUri())
-		if u.Host == "" {
-			break
-		}
-		if ev.GetType() == "kv.delete" {
-			// Not the host's own deregistration (that is a record with
-			// gone set): someone removed the key, which no host seq orders.
-			u.Op = hoststate.Delete
-			break
-		}
-		var err error
-		if u, err = decodeRecord(ev.GetPayload(), u.Host, r); err != nil {
-			s.log.Warn("host record not served", "key", ev.GetUri(), "revision", r, "err", err)
-			u.Host = ""
-		}
-	case registry.EventFailed:
-		u.Op, u.Host = hoststate.Failed, registry.NameOf(ev.GetUri())
-		id, err := hlc.ParseID(ev.GetId())
-		if err != nil {
-			// Without the decision's time the failure loses to any
-			// stamped record: better to serve a dead host for a while
-			// than to hide a live one.
-			s.log.Warn("member.failed event without a valid id", "id", ev.GetId(), "err", err)
-		}
-		u.Time = id.Timestamp()
-	case registry.EventAlive, registry.EventJoined:
-		u.Op, u.Host = hoststate.Alive, registry.NameOf(ev.GetUri())
-	case registry.EventLeft:
-		u.Op, u.Host = hoststate.Delete, registry.NameOf(ev.GetUri())
+	u, err := updateOf(ev)
+	if err != nil {
+		s.log.Warn("event not applied", "type", ev.GetType(), "uri", ev.GetUri(), "revision", r, "err", err)
 	}
-	if u.Host == "" {
+	if err != nil || u.Host == "" {
 		s.state.Advance(r)
 		return
 	}
@@ -294,6 +268,52 @@ func (s *syncer) apply(ev *hivemindv1.Event) {
 		return
 	}
 	s.touched()
+}
+
+// updateOf is the update an event of the log means for the hosts, with
+// Host empty for an event about something else. State comes only from
+// the key the state machine recorded in the event (package fsmevent),
+// never from the type, uri or payload alone.
+func updateOf(ev *hivemindv1.Event) (hoststate.Update, error) {
+	r := uint64(ev.GetRevision())
+	switch typ := ev.GetType(); {
+	case typ == fsmevent.TypePut || typ == fsmevent.TypeDelete:
+		host := nodeOfHostKey(ev.GetUri())
+		if host == "" {
+			return hoststate.Update{Revision: r}, nil
+		}
+		c, err := fsmevent.Key(ev)
+		if err != nil {
+			return hoststate.Update{}, err
+		}
+		if c.Deleted {
+			// Not the host's own deregistration (that is a record with
+			// gone set): someone removed the key, which no host seq orders.
+			return hoststate.Update{Op: hoststate.Delete, Host: host, Revision: r}, nil
+		}
+		u, err := decodeRecord(c.KV.GetValue(), host, r)
+		if err != nil {
+			return hoststate.Update{}, fmt.Errorf("host record not served: %w", err)
+		}
+		return u, nil
+	case typ == registry.EventFailed || typ == registry.EventAlive || typ == registry.EventJoined || typ == registry.EventLeft:
+		m, err := fsmevent.Member(ev)
+		if err != nil {
+			return hoststate.Update{}, err
+		}
+		u := hoststate.Update{Host: m.GetName(), Revision: r}
+		switch typ {
+		case registry.EventFailed:
+			// The key's stamp is the failure decision's, as at bootstrap.
+			u.Op, u.Time = hoststate.Failed, hlc.Timestamp(ev.GetKv().GetHlc())
+		case registry.EventLeft:
+			u.Op = hoststate.Delete
+		default:
+			u.Op = hoststate.Alive
+		}
+		return u, nil
+	}
+	return hoststate.Update{Revision: r}, nil
 }
 
 // bootstrapFromPeer restores the state from the first bootstrapped peer

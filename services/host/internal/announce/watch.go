@@ -3,10 +3,12 @@ package announce
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hivemind/hivemind/pkg/fsmevent"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 )
 
@@ -70,15 +72,7 @@ func (r *Registry) Watch(ctx context.Context, service string, send func([]*hivem
 		case resp := <-updates:
 			t.Stop()
 			for _, ev := range resp.GetEvents() {
-				kv := ev.GetKv()
-				if kv == nil {
-					continue
-				}
-				if ev.GetHook() == hivemindv1.Hook_HOOK_DELETE {
-					delete(all, kv.GetKey())
-				} else if a := r.decode(kv); a != nil {
-					all[kv.GetKey()] = a
-				}
+				r.applyEvent(all, ServicePrefix(service), ev)
 				rev = max(rev, ev.GetRevision())
 			}
 			if resp.GetProgress() {
@@ -91,4 +85,29 @@ func (r *Registry) Watch(ctx context.Context, service string, send func([]*hivem
 // sameSet reports whether two sorted lists hold the same announcements.
 func sameSet(a, b []*hivemindv1.Announcement) bool {
 	return slices.EqualFunc(a, b, func(x, y *hivemindv1.Announcement) bool { return proto.Equal(x, y) })
+}
+
+// applyEvent applies one watched event to the instances held. Only the
+// state machine's key events under prefix change them (fsmevent.Key): an
+// appended event (a service's own notes, or a forged kv.delete) changes
+// nothing, and one that claims to be a key event is logged.
+func (r *Registry) applyEvent(all map[string]*hivemindv1.Announcement, prefix string, ev *hivemindv1.Event) {
+	if t := ev.GetType(); t != fsmevent.TypePut && t != fsmevent.TypeDelete {
+		return
+	}
+	c, err := fsmevent.Key(ev)
+	if err != nil {
+		r.log.Warn("service event skipped", "revision", ev.GetRevision(), "err", err)
+		return
+	}
+	key := c.KV.GetKey()
+	switch {
+	case !strings.HasPrefix(key, prefix):
+	case c.Deleted:
+		delete(all, key)
+	default:
+		if a := r.decode(c.KV); a != nil {
+			all[key] = a
+		}
+	}
 }

@@ -95,8 +95,14 @@ func toStatus(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-// redact drops the secret: it is shown only in CreateSubscription's answer.
-func redact(sub *hivemindv1.Subscription) *hivemindv1.Subscription {
+// shown is sub as the caller may see it: the signing secret only for an
+// admin. Whoever creates a subscription sees its secret once, in
+// CreateSubscription's answer; after that a leaked read or write token
+// does not reveal it, so it cannot be used to forge deliveries.
+func shown(ctx context.Context, sub *hivemindv1.Subscription) *hivemindv1.Subscription {
+	if id, ok := auth.FromContext(ctx); ok && id.Has(auth.ScopeAdmin) {
+		return sub
+	}
 	out := proto.Clone(sub).(*hivemindv1.Subscription)
 	out.Secret = ""
 	return out
@@ -139,7 +145,7 @@ func (s *Server) CreateSubscription(ctx context.Context, req *hivemindv1.CreateS
 	return &hivemindv1.CreateSubscriptionResponse{Subscription: sub, Revision: rev}, nil
 }
 
-// GetSubscription returns one subscription, without its secret.
+// GetSubscription returns one subscription; its secret only to an admin.
 func (s *Server) GetSubscription(ctx context.Context, req *hivemindv1.GetSubscriptionRequest) (*hivemindv1.GetSubscriptionResponse, error) {
 	if err := subscription.ValidateName(req.GetName()); err != nil {
 		return nil, toStatus(err)
@@ -152,10 +158,10 @@ func (s *Server) GetSubscription(ctx context.Context, req *hivemindv1.GetSubscri
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &hivemindv1.GetSubscriptionResponse{Subscription: redact(sub)}, nil
+	return &hivemindv1.GetSubscriptionResponse{Subscription: shown(ctx, sub)}, nil
 }
 
-// ListSubscriptions returns every subscription, without secrets.
+// ListSubscriptions returns every subscription; secrets only to an admin.
 func (s *Server) ListSubscriptions(ctx context.Context, _ *hivemindv1.ListSubscriptionsRequest) (*hivemindv1.ListSubscriptionsResponse, error) {
 	st, err := s.store()
 	if err != nil {
@@ -167,7 +173,7 @@ func (s *Server) ListSubscriptions(ctx context.Context, _ *hivemindv1.ListSubscr
 	}
 	out := &hivemindv1.ListSubscriptionsResponse{}
 	for _, sub := range subs {
-		out.Subscriptions = append(out.Subscriptions, redact(sub))
+		out.Subscriptions = append(out.Subscriptions, shown(ctx, sub))
 	}
 	return out, nil
 }

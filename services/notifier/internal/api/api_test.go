@@ -74,12 +74,14 @@ func (m *memCP) Txn(_ context.Context, r *hivemindv1.TxnRequest) (*hivemindv1.Tx
 	return &hivemindv1.TxnResponse{Succeeded: true, Header: &hivemindv1.ResponseHeader{Revision: m.rev}}, nil
 }
 
-func newServer(t *testing.T) *Server {
+func newServer(t *testing.T) *Server { return newServerOn(t, &memCP{kv: map[string][]byte{}}) }
+
+func newServerOn(t *testing.T, cp *memCP) *Server {
 	comp, err := filter.NewCompiler(filter.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := subscription.NewStore(&memCP{kv: map[string][]byte{}})
+	st := subscription.NewStore(cp)
 	return New(Config{Name: "n1", Store: func() *subscription.Store { return st }, Compiler: comp})
 }
 
@@ -89,7 +91,8 @@ var (
 )
 
 func TestCreateSubscriptionValidation(t *testing.T) {
-	s := newServer(t)
+	cp := &memCP{kv: map[string][]byte{}}
+	s := newServerOn(t, cp)
 	ok := func(name string) *hivemindv1.Subscription {
 		return &hivemindv1.Subscription{Name: name, Target: "https://hooks.example.com/x", Prefix: "/srv/"}
 	}
@@ -152,11 +155,31 @@ func TestCreateSubscriptionValidation(t *testing.T) {
 			t.Fatalf("List shows a secret: %v", sub)
 		}
 	}
+	// An admin sees it, and it is stored apart from the record.
+	admin := auth.NewContext(context.Background(), auth.Identity{Name: "root", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeAdmin}})
+	got, err = s.GetSubscription(admin, &hivemindv1.GetSubscriptionRequest{Name: "web"})
+	if err != nil || !strings.HasPrefix(got.GetSubscription().GetSecret(), "whsec_") {
+		t.Fatalf("admin Get: %v, %v", got, err)
+	}
+	list, err = s.ListSubscriptions(admin, &hivemindv1.ListSubscriptionsRequest{})
+	if err != nil || len(list.GetSubscriptions()) != 2 || !strings.HasPrefix(list.GetSubscriptions()[0].GetSecret(), "whsec_") {
+		t.Fatalf("admin List: %v, %v", list, err)
+	}
+	rec, err := subscription.Unmarshal(cp.kv[subscription.Key("web")])
+	if err != nil || rec.GetSecret() != "" || rec.GetTarget() == "" {
+		t.Fatalf("stored record %v (%v), want one without the secret", rec, err)
+	}
+	if string(cp.kv[subscription.SecretKey("web")]) != got.GetSubscription().GetSecret() {
+		t.Fatalf("secret key holds %q, want the subscription's secret", cp.kv[subscription.SecretKey("web")])
+	}
 	if _, err := s.DeleteSubscription(ctx, &hivemindv1.DeleteSubscriptionRequest{Name: "web"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GetSubscription(ctx, &hivemindv1.GetSubscriptionRequest{Name: "web"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("Get after Delete: %v", err)
+	}
+	if _, ok := cp.kv[subscription.SecretKey("web")]; ok {
+		t.Fatal("the secret outlived its subscription")
 	}
 }
 

@@ -80,9 +80,10 @@ type Engine struct {
 	loaded chan struct{}
 
 	// Owned by the loop.
-	subs  map[string]*subscription.Compiled
-	pairs map[string]*pair
-	revs  []*revision // revisions with pairs outstanding, in order
+	subs    map[string]*subscription.Compiled
+	secrets map[string]string // subscription → its separately stored secret
+	pairs   map[string]*pair
+	revs    []*revision // revisions with pairs outstanding, in order
 
 	snapshotRev int64 // the revision the loaded subscriptions reflect
 
@@ -116,6 +117,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg: cfg, cp: cfg.ControlPlane, store: subscription.NewStore(cfg.ControlPlane), log: cfg.Logger,
 		loaded:   make(chan struct{}),
 		subs:     map[string]*subscription.Compiled{},
+		secrets:  map[string]string{},
 		pairs:    map[string]*pair{},
 		results:  make(chan result, 256),
 		sem:      make(chan struct{}, cfg.Workers),
@@ -227,11 +229,24 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 			return 0, err
 		}
 	}
+	// Records from before secrets were kept apart: move their secrets out,
+	// so that reading the records no longer shows them. Best effort; they
+	// load either way.
+	if n, err := e.store.MoveInlineSecrets(ctx); err != nil {
+		e.log.Warn("cannot move inline subscription secrets to /notifier/secrets/ yet", "err", err)
+	} else if n > 0 {
+		e.log.Info("moved inline subscription secrets to /notifier/secrets/", "subscriptions", n)
+	}
 	for {
 		subs, kvs, rev, err := e.store.List(ctx)
 		if err == nil {
 			for i, s := range subs {
 				e.subs[s.GetName()] = subscription.Compile(s, kvs[i].GetCreateRevision(), e.cfg.Compiler)
+				if s.GetSecret() != "" {
+					// A later rewrite of the record (Disable) leaves the
+					// secret out; it is kept from here.
+					e.secrets[s.GetName()] = s.GetSecret()
+				}
 			}
 			e.snapshotRev = rev
 			return cursor, nil

@@ -3,8 +3,10 @@ package engine
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/hivemind/hivemind/pkg/fsmevent"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
@@ -113,7 +115,9 @@ func (e *Engine) persist(ctx context.Context, c *cursorState, sync bool, done ch
 
 // apply looks at one committed event: the notifier's own bookkeeping
 // updates the state; any other event makes a pair for every subscription
-// that selects it.
+// that selects it. Subscriptions and their secrets are taken only from the
+// state machine's key events (package fsmevent): an event appended under
+// /notifier/ looks like bookkeeping and changes nothing.
 func (e *Engine) apply(ctx context.Context, pe *hivemindv1.Event) {
 	uri := pe.GetUri()
 	if subscription.Internal(uri) {
@@ -122,7 +126,7 @@ func (e *Engine) apply(ctx context.Context, pe *hivemindv1.Event) {
 			if p := e.pairs[uri]; p != nil && !p.running {
 				e.done(p)
 			}
-		case len(uri) > len(subscription.SubscriptionsPrefix) && uri[:len(subscription.SubscriptionsPrefix)] == subscription.SubscriptionsPrefix:
+		case strings.HasPrefix(uri, subscription.SubscriptionsPrefix), strings.HasPrefix(uri, subscription.SecretsPrefix):
 			e.applySubscription(pe)
 		}
 		return
@@ -151,22 +155,59 @@ func (e *Engine) apply(ctx context.Context, pe *hivemindv1.Event) {
 	}
 }
 
+// applySubscription applies a change of a subscription's record or
+// secret. Anything else under their prefixes is logged and skipped.
 func (e *Engine) applySubscription(pe *hivemindv1.Event) {
 	if pe.GetRevision() <= e.snapshotRev {
 		return // the loaded list already reflects it
 	}
-	kv := pe.GetKv()
-	name := kv.GetKey()[len(subscription.SubscriptionsPrefix):]
-	if pe.GetType() == "kv.delete" {
+	c, err := fsmevent.Key(pe)
+	if err != nil {
+		e.log.Warn("ignoring an event under the notifier's keys", "revision", pe.GetRevision(), "err", err)
+		return
+	}
+	key := c.KV.GetKey()
+	if name, ok := strings.CutPrefix(key, subscription.SecretsPrefix); ok {
+		e.applySecret(name, c)
+		return
+	}
+	name := strings.TrimPrefix(key, subscription.SubscriptionsPrefix)
+	if err := subscription.ValidateName(name); err != nil {
+		e.log.Warn("ignoring a subscription key that names no subscription", "key", key, "err", err)
+		return
+	}
+	if c.Deleted {
 		delete(e.subs, name)
 		return
 	}
-	sub, err := subscription.Unmarshal(kv.GetValue())
+	sub, err := subscription.Unmarshal(c.KV.GetValue())
 	if err != nil {
-		e.log.Error("ignoring a subscription that cannot be decoded", "key", kv.GetKey(), "err", err)
+		e.log.Error("ignoring a subscription that cannot be decoded", "key", key, "err", err)
 		return
 	}
-	e.subs[name] = subscription.Compile(sub, kv.GetCreateRevision(), e.cfg.Compiler)
+	if sub.GetName() != name {
+		e.log.Error("ignoring a subscription stored under another name", "key", key, "name", sub.GetName())
+		return
+	}
+	e.subs[name] = subscription.Compile(subscription.WithSecret(sub, e.secrets[name]), c.KV.GetCreateRevision(), e.cfg.Compiler)
+}
+
+// applySecret keeps a subscription's separately stored secret. The record
+// and its secret change in one transaction, the secret first, so the
+// record that follows finds it; a loaded subscription gets it too.
+func (e *Engine) applySecret(name string, c fsmevent.KeyChange) {
+	if c.Deleted {
+		delete(e.secrets, name)
+		return
+	}
+	secret := string(c.KV.GetValue())
+	e.secrets[name] = secret
+	if cs := e.subs[name]; cs != nil {
+		// A copy: pairs in flight keep the subscription they started with.
+		next := *cs
+		next.Sub = subscription.WithSecret(cs.Sub, secret)
+		e.subs[name] = &next
+	}
 }
 
 // finish takes a goroutine's report on a pair.

@@ -2,8 +2,15 @@
 // their delivery records in the control plane's tree, so every notifier
 // replica sees the same set:
 //
-//	/notifier/subscriptions/<name>             hivemind.v1.Subscription
+//	/notifier/subscriptions/<name>             hivemind.v1.Subscription, secret left out
+//	/notifier/secrets/<name>                   the subscription's signing secret
 //	/notifier/deliveries/<name>/<delivery-id>  hivemind.v1.Delivery
+//
+// The secret lives apart from the record so that reading subscriptions
+// does not reveal it: the control plane lets only admins and notifier
+// nodes read /notifier/secrets/. A record and its secret are written and
+// deleted in one transaction. Records stored before the split carry the
+// secret inline and still load; a separate secret wins over an inline one.
 //
 // Values are deterministic protobuf, so the same subscription written by
 // two replicas is the same bytes. It also validates a subscription and
@@ -26,11 +33,27 @@ import (
 // The prefixes of the notifier's state in the tree.
 const (
 	SubscriptionsPrefix = "/notifier/subscriptions/"
+	SecretsPrefix       = "/notifier/secrets/"
 	DeliveriesPrefix    = "/notifier/deliveries/"
 )
 
 // Key is where subscription name is stored.
 func Key(name string) string { return SubscriptionsPrefix + name }
+
+// SecretKey is where the signing secret of subscription name is stored.
+func SecretKey(name string) string { return SecretsPrefix + name }
+
+// WithSecret returns sub with secret set when secret is not empty (a
+// separate secret wins over one stored inline), and sub itself otherwise.
+// sub is not modified: a loaded subscription may be in use elsewhere.
+func WithSecret(sub *hivemindv1.Subscription, secret string) *hivemindv1.Subscription {
+	if secret == "" || sub.GetSecret() == secret {
+		return sub
+	}
+	out := proto.Clone(sub).(*hivemindv1.Subscription)
+	out.Secret = secret
+	return out
+}
 
 // DeliveryKey is where the record of delivery id of subscription sub is
 // stored.
@@ -61,17 +84,26 @@ func NewStore(cp ControlPlane) *Store { return &Store{cp: cp} }
 
 var marshal = proto.MarshalOptions{Deterministic: true}
 
-// Create stores sub unless its name is taken (ErrExists). It returns the
-// revision that committed it.
+// Create stores sub unless its name is taken (ErrExists): the record
+// without its secret, and the secret at SecretKey, in one transaction. It
+// returns the revision that committed it.
 func (s *Store) Create(ctx context.Context, sub *hivemindv1.Subscription) (int64, error) {
-	b, err := marshal.Marshal(sub)
+	rec := proto.Clone(sub).(*hivemindv1.Subscription)
+	rec.Secret = ""
+	b, err := marshal.Marshal(rec)
 	if err != nil {
 		return 0, err
 	}
 	key := Key(sub.GetName())
+	var ops []*hivemindv1.TxnOp
+	if sub.GetSecret() != "" {
+		// The secret first: a replica applying the record has it already.
+		ops = append(ops, &hivemindv1.TxnOp{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: SecretKey(sub.GetName()), Value: []byte(sub.GetSecret())}}})
+	}
+	ops = append(ops, &hivemindv1.TxnOp{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: key, Value: b}}})
 	resp, err := s.cp.Txn(ctx, &hivemindv1.TxnRequest{
 		Compares: []*hivemindv1.Compare{{Key: key, Target: hivemindv1.Compare_TARGET_VERSION, Result: hivemindv1.Compare_RESULT_EQUAL, Number: 0}},
-		Success:  []*hivemindv1.TxnOp{{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: key, Value: b}}}},
+		Success:  ops,
 	})
 	if err != nil {
 		return 0, err
@@ -82,8 +114,23 @@ func (s *Store) Create(ctx context.Context, sub *hivemindv1.Subscription) (int64
 	return resp.GetHeader().GetRevision(), nil
 }
 
-// Get returns the stored subscription and its key's state.
+// Get returns the stored subscription, with its secret, and the state of
+// its record's key.
 func (s *Store) Get(ctx context.Context, name string) (*hivemindv1.Subscription, *hivemindv1.KeyValue, error) {
+	sub, kv, err := s.record(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := s.cp.Get(ctx, &hivemindv1.GetRequest{Key: SecretKey(name)})
+	if err != nil {
+		return nil, nil, err
+	}
+	return WithSecret(sub, string(resp.GetKv().GetValue())), kv, nil
+}
+
+// record returns the subscription as its record stores it (an inline
+// secret only from before the split) and the record's key.
+func (s *Store) record(ctx context.Context, name string) (*hivemindv1.Subscription, *hivemindv1.KeyValue, error) {
 	resp, err := s.cp.Get(ctx, &hivemindv1.GetRequest{Key: Key(name)})
 	if err != nil {
 		return nil, nil, err
@@ -104,12 +151,22 @@ func Unmarshal(b []byte) (*hivemindv1.Subscription, error) {
 	return sub, nil
 }
 
-// List returns every subscription in name order, their keys, and the
-// revision the list reflects.
+// List returns every subscription in name order, with their secrets,
+// their records' keys, and the revision the list reflects. The secrets are
+// read after the records, so every listed subscription's secret is there
+// (a secret goes only with its record, in the same transaction).
 func (s *Store) List(ctx context.Context) ([]*hivemindv1.Subscription, []*hivemindv1.KeyValue, int64, error) {
 	kvs, rev, err := s.rangeAll(ctx, SubscriptionsPrefix)
 	if err != nil {
 		return nil, nil, 0, err
+	}
+	secretKVs, _, err := s.rangeAll(ctx, SecretsPrefix)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	secrets := make(map[string]string, len(secretKVs))
+	for _, kv := range secretKVs {
+		secrets[strings.TrimPrefix(kv.GetKey(), SecretsPrefix)] = string(kv.GetValue())
 	}
 	subs := make([]*hivemindv1.Subscription, 0, len(kvs))
 	for _, kv := range kvs {
@@ -117,7 +174,7 @@ func (s *Store) List(ctx context.Context) ([]*hivemindv1.Subscription, []*hivemi
 		if err != nil {
 			return nil, nil, 0, fmt.Errorf("%s: %w", kv.GetKey(), err)
 		}
-		subs = append(subs, sub)
+		subs = append(subs, WithSecret(sub, secrets[strings.TrimPrefix(kv.GetKey(), SubscriptionsPrefix)]))
 	}
 	return subs, kvs, rev, nil
 }
@@ -142,14 +199,59 @@ func (s *Store) rangeAll(ctx context.Context, prefix string) ([]*hivemindv1.KeyV
 	}
 }
 
-// Delete removes a subscription and its delivery records in one
-// transaction; ErrNotFound if there is none.
+// MoveInlineSecrets moves the secret of every record stored before the
+// split to its own key: one transaction per subscription, guarded by the
+// record's mod revision (a record changed meanwhile is left for the next
+// pass) and by the secret key being absent (a separate secret already wins).
+// It returns how many it moved. Old revisions in the event log still hold
+// the inline secrets until they are compacted away.
+func (s *Store) MoveInlineSecrets(ctx context.Context) (int, error) {
+	kvs, _, err := s.rangeAll(ctx, SubscriptionsPrefix)
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	for _, kv := range kvs {
+		sub, err := Unmarshal(kv.GetValue())
+		if err != nil || sub.GetSecret() == "" {
+			continue
+		}
+		name := strings.TrimPrefix(kv.GetKey(), SubscriptionsPrefix)
+		rec := proto.Clone(sub).(*hivemindv1.Subscription)
+		rec.Secret = ""
+		b, err := marshal.Marshal(rec)
+		if err != nil {
+			return moved, err
+		}
+		resp, err := s.cp.Txn(ctx, &hivemindv1.TxnRequest{
+			Compares: []*hivemindv1.Compare{
+				{Key: kv.GetKey(), Target: hivemindv1.Compare_TARGET_MOD_REVISION, Result: hivemindv1.Compare_RESULT_EQUAL, Number: kv.GetModRevision()},
+				{Key: SecretKey(name), Target: hivemindv1.Compare_TARGET_VERSION, Result: hivemindv1.Compare_RESULT_EQUAL, Number: 0},
+			},
+			Success: []*hivemindv1.TxnOp{
+				{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: SecretKey(name), Value: []byte(sub.GetSecret())}}},
+				{Op: &hivemindv1.TxnOp_Put{Put: &hivemindv1.TxnPut{Key: kv.GetKey(), Value: b}}},
+			},
+		})
+		if err != nil {
+			return moved, fmt.Errorf("%s: %w", kv.GetKey(), err)
+		}
+		if resp.GetSucceeded() {
+			moved++
+		}
+	}
+	return moved, nil
+}
+
+// Delete removes a subscription, its secret and its delivery records in
+// one transaction; ErrNotFound if there is none.
 func (s *Store) Delete(ctx context.Context, name string) (int64, error) {
 	key := Key(name)
 	resp, err := s.cp.Txn(ctx, &hivemindv1.TxnRequest{
 		Compares: []*hivemindv1.Compare{{Key: key, Target: hivemindv1.Compare_TARGET_VERSION, Result: hivemindv1.Compare_RESULT_GREATER, Number: 0}},
 		Success: []*hivemindv1.TxnOp{
 			{Op: &hivemindv1.TxnOp_Delete{Delete: &hivemindv1.TxnDelete{Key: key}}},
+			{Op: &hivemindv1.TxnOp_Delete{Delete: &hivemindv1.TxnDelete{Key: SecretKey(name)}}},
 			{Op: &hivemindv1.TxnOp_Delete{Delete: &hivemindv1.TxnDelete{Key: DeliveriesPrefix + name + "/", Prefix: true}}},
 		},
 	})
@@ -165,7 +267,7 @@ func (s *Store) Delete(ctx context.Context, name string) (int64, error) {
 // Disable marks a subscription disabled with a reason, unless it changed
 // or went away since it was read (then whoever changed it decided).
 func (s *Store) Disable(ctx context.Context, name, reason string) error {
-	sub, kv, err := s.Get(ctx, name)
+	sub, kv, err := s.record(ctx, name) // rewritten as stored: no secret added
 	if err != nil {
 		return err
 	}
