@@ -213,6 +213,8 @@ func TestHandshakeBadInputNamesTheField(t *testing.T) {
 	}{
 		{"node_name", func(r *hivemindv1.AuthenticateRequest) { r.NodeName = "" }},
 		{"node_name", func(r *hivemindv1.AuthenticateRequest) { r.NodeName = "../etc" }},
+		// DNS ignores case: HOST-1 would answer as host-1.
+		{"node_name", func(r *hivemindv1.AuthenticateRequest) { r.NodeName = "HOST-1" }},
 		{"node_name", func(r *hivemindv1.AuthenticateRequest) { r.NodeName = strings.Repeat("a", MaxNodeNameLen+1) }},
 		{"client_nonce", func(r *hivemindv1.AuthenticateRequest) { r.ClientNonce = r.ClientNonce[:8] }},
 		{"server_nonce", func(r *hivemindv1.AuthenticateRequest) { r.ServerNonce = nil }},

@@ -179,8 +179,9 @@ func checkNodeName(field, name string) error {
 }
 
 // ValidateNodeName accepts names that are safe as a path segment under
-// /nodes/ and in metadata: 1 to MaxNodeNameLen letters, digits, '.', '-'
-// and '_', not "." or "..".
+// /nodes/ and in metadata: 1 to MaxNodeNameLen lower-case letters, digits,
+// '.', '-' and '_', not "." or "..". Upper case is refused because names
+// become DNS labels, which ignore case: "HOST1" would answer as "host1".
 func ValidateNodeName(name string) error {
 	switch {
 	case name == "":
@@ -192,7 +193,10 @@ func ValidateNodeName(name string) error {
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+		if 'A' <= c && c <= 'Z' {
+			return fmt.Errorf("byte %d (%q) is upper case; names are DNS labels, which ignore case, so use lower case", i, c)
+		}
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
 			return fmt.Errorf("byte %d (%q) is not a letter, digit, '.', '-' or '_'", i, c)
 		}
 	}
