@@ -159,6 +159,10 @@ func (m *Machine) Apply(cmd *raftv1.Command) (*raftv1.Result, []*hivemindv1.Even
 	return res, c.events
 }
 
+// Rejected is the result of a command refused before it was proposed, in
+// the form a rejection applied by the machine takes.
+func Rejected(err error) *raftv1.Result { return rejected(err) }
+
 func rejected(err error) *raftv1.Result {
 	var fe *FieldError
 	if errors.As(err, &fe) {
