@@ -66,11 +66,12 @@ func denied(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Code: codes.PermissionDenied}
 }
 
-// checkAppendedByCaller refuses an appended event that would speak for the
-// state machine: a reserved type, or a uri in the member registry. These
-// hold for every caller; the namespaces whose rules depend on who calls
+// CheckAppendedByCaller refuses an appended event that would speak for the
+// state machine: a reserved type, or a uri in the member registry, with
+// PERMISSION_DENIED. These hold for every caller, and are part of
+// ValidateCommand; the namespaces whose rules depend on who calls
 // (/notifier/, /nodes/<name>/) are the API's.
-func checkAppendedByCaller(e *hivemindv1.AppendEventRequest) error {
+func CheckAppendedByCaller(e *hivemindv1.AppendEventRequest) error {
 	if fam := ReservedEventType(e.GetType()); fam != "" {
 		return denied("type", "%q is in the %s.* family of event types the state machine emits; appended events may not use it", e.GetType(), fam)
 	}

@@ -152,3 +152,34 @@ func TestCheckWriterClock(t *testing.T) {
 		}
 	}
 }
+
+// TestRangeHiding: hidden keys neither appear nor count towards the limit,
+// and more says whether visible keys follow.
+func TestRangeHiding(t *testing.T) {
+	m := New(Config{})
+	for _, k := range []string{"/n/a", "/n/s/1", "/n/s/2", "/n/s/3", "/n/z"} {
+		mustApply(t, m, put(k, "v"))
+	}
+	hidden := func(k string) bool { return strings.HasPrefix(k, "/n/s/") }
+	keys := func(kvs []*hivemindv1.KeyValue) (out []string) {
+		for _, kv := range kvs {
+			out = append(out, kv.GetKey())
+		}
+		return out
+	}
+	kvs, more, _ := m.RangeHiding("/n/", "", 2, false, hidden)
+	if got := keys(kvs); !slices.Equal(got, []string{"/n/a", "/n/z"}) || more {
+		t.Fatalf("range with a limit of 2: %v more=%v, want [/n/a /n/z] and no more", got, more)
+	}
+	kvs, more, _ = m.RangeHiding("/n/", "", 1, true, hidden)
+	if got := keys(kvs); !slices.Equal(got, []string{"/n/a"}) || !more {
+		t.Fatalf("range with a limit of 1: %v more=%v, want [/n/a] and more", got, more)
+	}
+	kvs, more, _ = m.RangeHiding("/n/s/", "", 0, false, hidden)
+	if len(kvs) != 0 || more {
+		t.Fatalf("range of hidden keys alone: %v more=%v, want nothing", keys(kvs), more)
+	}
+	if kvs, _, _ := m.Range("/n/", "", 0, false); len(kvs) != 5 {
+		t.Fatalf("range hiding nothing: %v", keys(kvs))
+	}
+}

@@ -286,7 +286,7 @@ func validateEvent(e *hivemindv1.AppendEventRequest) error {
 			return err
 		}
 	}
-	if err := checkAppendedByCaller(e); err != nil {
+	if err := CheckAppendedByCaller(e); err != nil {
 		return err
 	}
 	if len(e.GetSource()) > MaxHolderBytes {
