@@ -76,7 +76,7 @@ func (s *Server) Close() {
 // write names, before anything is proposed, so a refused write changes
 // nothing.
 func (s *Server) checkWrites(ctx context.Context, keys []string, prefixes []string) error {
-	if err := checkNamespaceWrites(ctx, keys, prefixes); err != nil {
+	if err := s.checkNamespaceWrites(ctx, keys, prefixes); err != nil {
 		return err
 	}
 	if s.guard == nil {
@@ -216,7 +216,7 @@ func (s *Server) Status(ctx context.Context, _ *hivemindv1.StatusRequest) (*hive
 // is the caller (see checkAppend); on a server without authentication, the
 // member that took the call.
 func (s *Server) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventRequest) (*hivemindv1.AppendEventResponse, error) {
-	source, err := checkAppend(ctx, req)
+	source, err := s.checkAppend(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +268,7 @@ func (s *Server) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemind
 	if err := s.checkWrites(ctx, keys, prefixes); err != nil {
 		return nil, err
 	}
-	if err := checkTxnReads(ctx, req); err != nil {
+	if err := s.checkTxnReads(ctx, req); err != nil {
 		return nil, err
 	}
 	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_Txn{Txn: req}})
@@ -277,9 +277,7 @@ func (s *Server) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemind
 	}
 	out := answerOf(res.GetTxn())
 	out.Header = s.answeredBy(out.GetHeader())
-	if !readsSecrets(ctx) {
-		hideSecretResults(out)
-	}
+	s.hideSecretResults(ctx, out)
 	return out, nil
 }
 
@@ -337,7 +335,7 @@ func (s *Server) Get(ctx context.Context, req *hivemindv1.GetRequest) (*hivemind
 	}
 	m := s.store.Machine()
 	kv, found, rev := m.Get(req.GetKey())
-	if found && secretKey(req.GetKey()) && !readsSecrets(ctx) {
+	if found && secretKey(req.GetKey()) && !s.readsSecrets(ctx) {
 		kv, found = nil, false
 	}
 	return &hivemindv1.GetResponse{Header: s.store.Header(rev, req.GetStale()), Kv: kv, Found: found}, nil
@@ -352,7 +350,7 @@ func (s *Server) Range(ctx context.Context, req *hivemindv1.RangeRequest) (*hive
 		return nil, err
 	}
 	var hidden func(string) bool
-	if !readsSecrets(ctx) {
+	if mayCoverSecrets(req.GetPrefix()) && !s.readsSecrets(ctx) {
 		hidden = secretKey
 	}
 	kvs, more, rev := s.store.Machine().RangeHiding(req.GetPrefix(), req.GetStartAfter(), int(req.GetLimit()), req.GetKeysOnly(), hidden)
@@ -375,7 +373,7 @@ func (s *Server) Watch(req *hivemindv1.WatchRequest, stream hivemindv1.ControlPl
 		return ToStatus(err)
 	}
 	send := stream.Send
-	if !readsSecrets(stream.Context()) {
+	if mayCoverSecrets(req.GetPrefix()) && !s.readsSecrets(stream.Context()) {
 		send = withoutSecrets(send)
 	}
 	err := s.hub.Serve(stream.Context(), req, send)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/registry"
 	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
 )
 
@@ -19,23 +20,50 @@ import (
 // server run without an authenticator (in-process tests), where every
 // caller may do everything; a cluster's servers always authenticate.
 
+// identity is the caller in ctx. A node whose credential names no roles
+// (a session token from before tokens carried them) gets the roles the
+// committed registry records for it, unless it has left: roles come from
+// the registry either way, and a name the registry does not know performs
+// none.
+func (s *Server) identity(ctx context.Context) (auth.Identity, bool) {
+	id, ok := auth.FromContext(ctx)
+	if !ok || id.Kind != auth.KindNode || len(id.Roles) > 0 {
+		return id, ok
+	}
+	kv, found, _ := s.store.Machine().Get(registry.Key(id.Name))
+	if !found {
+		return id, true
+	}
+	mem, err := registry.Decode(kv.GetValue())
+	if err != nil || mem.GetState() == hivemindv1.MemberState_MEMBER_STATE_LEFT {
+		return id, true
+	}
+	id.Roles = mem.GetRoles().GetPerforms()
+	return id, true
+}
+
 // checkNamespaceWrites refuses writes under /notifier/ from anyone but a
 // notifier node, before anything is proposed. A prefix that covers
-// /notifier/ (a prefix delete of "/n") counts as a write under it.
-func checkNamespaceWrites(ctx context.Context, keys, prefixes []string) error {
-	id, ok := auth.FromContext(ctx)
-	if !ok || auth.WritesNotifier(id) {
-		return nil
-	}
+// /notifier/ (a prefix delete of "/n") counts as a write under it. Only a
+// write there looks the caller up.
+func (s *Server) checkNamespaceWrites(ctx context.Context, keys, prefixes []string) error {
+	what := ""
 	for _, k := range keys {
 		if strings.HasPrefix(k, auth.NotifierPrefix) {
-			return notifierOnly(id, "write "+k)
+			what = "write " + k
+			break
 		}
 	}
 	for _, p := range prefixes {
-		if strings.HasPrefix(p, auth.NotifierPrefix) || strings.HasPrefix(auth.NotifierPrefix, p) {
-			return notifierOnly(id, fmt.Sprintf("delete every key under %q", p))
+		if what == "" && (strings.HasPrefix(p, auth.NotifierPrefix) || strings.HasPrefix(auth.NotifierPrefix, p)) {
+			what = fmt.Sprintf("delete every key under %q", p)
 		}
+	}
+	if what == "" {
+		return nil
+	}
+	if id, ok := s.identity(ctx); ok && !auth.WritesNotifier(id) {
+		return notifierOnly(id, what)
 	}
 	return nil
 }
@@ -54,7 +82,7 @@ func notifierOnly(id auth.Identity, what string) error {
 //   - /nodes/<name>/ (and /nodes/<name> itself): the node <name>, and
 //     operators with the admin scope; not other nodes, nor operators with
 //     only write, who could otherwise make a host say what it did not.
-func checkAppend(ctx context.Context, req *hivemindv1.AppendEventRequest) (source string, err error) {
+func (s *Server) checkAppend(ctx context.Context, req *hivemindv1.AppendEventRequest) (source string, err error) {
 	// The request's source is never the event's (the machine ignores it);
 	// clearing it keeps it out of the log as well.
 	req.Source = ""
@@ -66,9 +94,12 @@ func checkAppend(ctx context.Context, req *hivemindv1.AppendEventRequest) (sourc
 		return "", nil
 	}
 	uri := req.GetUri()
-	if strings.HasPrefix(uri, auth.NotifierPrefix) && !auth.WritesNotifier(id) {
-		return "", status.Errorf(codes.PermissionDenied, "uri not allowed: %s %s may not append events under %s (%s), which only notifier nodes do; subscriptions are managed through the Notifier API",
-			id.Kind, id.Name, auth.NotifierPrefix, uri)
+	if strings.HasPrefix(uri, auth.NotifierPrefix) {
+		// Only here do roles matter, and finding them may read the registry.
+		if id, _ = s.identity(ctx); !auth.WritesNotifier(id) {
+			return "", status.Errorf(codes.PermissionDenied, "uri not allowed: %s %s may not append events under %s (%s), which only notifier nodes do; subscriptions are managed through the Notifier API",
+				id.Kind, id.Name, auth.NotifierPrefix, uri)
+		}
 	}
 	if rest, ok := strings.CutPrefix(uri, auth.NodesPrefix); ok {
 		owner, _, _ := strings.Cut(rest, "/")
@@ -85,23 +116,27 @@ func checkAppend(ctx context.Context, req *hivemindv1.AppendEventRequest) (sourc
 }
 
 // readsSecrets reports whether the caller sees keys under
-// /notifier/secrets/; to everyone else they do not exist.
-func readsSecrets(ctx context.Context) bool {
-	id, ok := auth.FromContext(ctx)
+// /notifier/secrets/; to everyone else they do not exist. Callers ask only
+// when a secret is at stake (mayCoverSecrets), since it may read the
+// registry.
+func (s *Server) readsSecrets(ctx context.Context) bool {
+	id, ok := s.identity(ctx)
 	return !ok || auth.ReadsNotifierSecrets(id)
 }
 
 func secretKey(key string) bool { return strings.HasPrefix(key, auth.NotifierSecretsPrefix) }
 
+// mayCoverSecrets says whether keys with prefix may be secrets.
+func mayCoverSecrets(prefix string) bool {
+	return strings.HasPrefix(prefix, auth.NotifierSecretsPrefix) || strings.HasPrefix(auth.NotifierSecretsPrefix, prefix)
+}
+
 // checkTxnReads refuses a transaction whose compares look at a secret the
 // caller may not read: a compare's outcome would tell its value a byte at
 // a time.
-func checkTxnReads(ctx context.Context, req *hivemindv1.TxnRequest) error {
-	if readsSecrets(ctx) {
-		return nil
-	}
+func (s *Server) checkTxnReads(ctx context.Context, req *hivemindv1.TxnRequest) error {
 	for i, c := range req.GetCompares() {
-		if secretKey(c.GetKey()) {
+		if secretKey(c.GetKey()) && !s.readsSecrets(ctx) {
 			id, _ := auth.FromContext(ctx)
 			return status.Errorf(codes.PermissionDenied, "compares[%d].key not allowed: %s %s may not read %s: keys under %s are readable only by notifier nodes and admin operators",
 				i, id.Kind, id.Name, c.GetKey(), auth.NotifierSecretsPrefix)
@@ -111,13 +146,16 @@ func checkTxnReads(ctx context.Context, req *hivemindv1.TxnRequest) error {
 }
 
 // hideSecretResults blanks the gets of a transaction's answer that read a
-// secret, as if the key did not exist. out's results are shared with the
-// state machine, so changed ones are copies.
-func hideSecretResults(out *hivemindv1.TxnResponse) {
+// secret the caller may not read, as if the key did not exist. out's
+// results are shared with the state machine, so changed ones are copies.
+func (s *Server) hideSecretResults(ctx context.Context, out *hivemindv1.TxnResponse) {
 	var results []*hivemindv1.TxnOpResult
 	for i, r := range out.GetResults() {
 		if r.GetKv() == nil || !secretKey(r.GetKv().GetKey()) {
 			continue
+		}
+		if results == nil && s.readsSecrets(ctx) {
+			return
 		}
 		if results == nil {
 			results = append([]*hivemindv1.TxnOpResult(nil), out.GetResults()...)
