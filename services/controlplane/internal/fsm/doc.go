@@ -55,7 +55,10 @@
 // its own HLC (PutRequest.hlc, DeleteRequest.hlc; 0 means the command's
 // stamp). A put or delete older than the stored key's stamp is dropped, so
 // a late retry never overwrites a newer value. Elsewhere the log order
-// decides. Transactions are guarded by their own compares and do not take
+// decides. A writer's stamp far ahead of the leader's would win forever, so
+// the leader refuses one more than its configured skew ahead of the
+// command's stamp before proposing it (CheckWriterClock); the machine
+// itself applies whatever stamp the log holds. Transactions are guarded by their own compares and do not take
 // part in last-writer-wins; their writes are stamped with the command's HLC.
 //
 // # Leases
