@@ -29,6 +29,7 @@ import (
 
 	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/cpclient"
+	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 	"github.com/hivemind/hivemind/pkg/secret"
 )
@@ -358,3 +359,42 @@ func (c *Cluster) WaitFor(what string, d time.Duration, cond func(ctx context.Co
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// JoinAs admits a node called name that performs role, for a test that
+// acts as that node from its own process (an in-process engine, say): the
+// join is committed through the control plane as a real node's is, proven
+// with the cluster secret, so the node's calls carry that role. Nothing
+// serves the address it registers. It returns the authentication the
+// node's connections use.
+func (c *Cluster) JoinAs(name, role string) grpcclient.Auth {
+	c.t.Helper()
+	na := auth.NewNodeAuth(name, c.Secret)
+	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: na}})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req := &hivemindv1.JoinRequest{Name: name, Roles: &hivemindv1.Roles{Performs: []string{role}}, GrpcAddress: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)), Incarnation: 1}
+	if _, err := cl.Join(ctx, req); err != nil {
+		c.t.Fatalf("clustertest: join %s as %s: %v", name, role, err)
+	}
+	return na
+}
+
+// ControlPlaneAs returns a control-plane client authenticated as node name
+// (see JoinAs).
+func (c *Cluster) ControlPlaneAs(name string) *cpclient.Client {
+	c.t.Helper()
+	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, c.Secret)}})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// SecretFile is the file holding the cluster secret, for a process a test
+// starts itself (secret.Load("", path)).
+func (c *Cluster) SecretFile() string { return filepath.Join(c.dir, "secret") }

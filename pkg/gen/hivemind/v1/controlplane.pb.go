@@ -856,7 +856,8 @@ type AppendEventRequest struct {
 	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
 	Hook  Hook                   `protobuf:"varint,2,opt,name=hook,proto3,enum=hivemind.v1.Hook" json:"hook,omitempty"`
 	Uri   string                 `protobuf:"bytes,3,opt,name=uri,proto3" json:"uri,omitempty"`
-	// Source node; defaults to the caller's identity or the answering node.
+	// Ignored: the event's source is set by the control plane from the
+	// caller's credential (a node's name, or operator:<token name>).
 	Source      string        `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
 	Ttl         *EventTTL     `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	Payload     []byte        `protobuf:"bytes,6,opt,name=payload,proto3" json:"payload,omitempty"`
@@ -1268,7 +1269,8 @@ type PutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	// Writer's HLC timestamp; for /nodes/ keys an older one loses.
+	// Writer's HLC timestamp; for /nodes/ keys an older one loses. One more
+	// than the leader's --max-clock-skew ahead of its clock is refused.
 	Hlc uint64 `protobuf:"varint,3,opt,name=hlc,proto3" json:"hlc,omitempty"`
 	// Return the previous value.
 	PrevKv         bool   `protobuf:"varint,4,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
@@ -1667,7 +1669,8 @@ type DeleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Delete every key starting with key.
-	Prefix         bool   `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Prefix bool `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Writer's HLC timestamp, as in PutRequest.
 	Hlc            uint64 `protobuf:"varint,3,opt,name=hlc,proto3" json:"hlc,omitempty"`
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	unknownFields  protoimpl.UnknownFields

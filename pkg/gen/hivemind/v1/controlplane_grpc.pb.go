@@ -48,7 +48,10 @@ type ControlPlaneClient interface {
 	// Status reports leader, term, voters and learners, applied revision,
 	// epoch, and whether the cluster is degraded (and why).
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
-	// AppendEvent commits one event to the event log.
+	// AppendEvent commits one event to the event log. Types the state
+	// machine emits (kv.*, member.*, cluster.*, intent.*, subscription.*) and
+	// uris the caller does not own (/members/, /notifier/ unless a notifier
+	// node, another node's /nodes/<name>/) are refused with PERMISSION_DENIED.
 	AppendEvent(ctx context.Context, in *AppendEventRequest, opts ...grpc.CallOption) (*AppendEventResponse, error)
 	// AppendEvents commits the events sent on one stream, each on its own, as
 	// AppendEvent would: every request gets one answer carrying its seq, in
@@ -278,7 +281,10 @@ type ControlPlaneServer interface {
 	// Status reports leader, term, voters and learners, applied revision,
 	// epoch, and whether the cluster is degraded (and why).
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
-	// AppendEvent commits one event to the event log.
+	// AppendEvent commits one event to the event log. Types the state
+	// machine emits (kv.*, member.*, cluster.*, intent.*, subscription.*) and
+	// uris the caller does not own (/members/, /notifier/ unless a notifier
+	// node, another node's /nodes/<name>/) are refused with PERMISSION_DENIED.
 	AppendEvent(context.Context, *AppendEventRequest) (*AppendEventResponse, error)
 	// AppendEvents commits the events sent on one stream, each on its own, as
 	// AppendEvent would: every request gets one answer carrying its seq, in

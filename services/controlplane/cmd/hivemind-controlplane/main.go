@@ -34,6 +34,7 @@ type flags struct {
 	maxRevisions   int64
 	maxWatches     int
 	reconcileEvery time.Duration
+	maxClockSkew   time.Duration
 }
 
 func main() {
@@ -55,6 +56,7 @@ func main() {
 			fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "applied entries between raft snapshots")
 			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
+			fs.DurationVar(&f.maxClockSkew, "max-clock-skew", replica.DefaultMaxClockSkew, "how far ahead of the leader's clock a writer's hlc (Put, Delete) may be; a write stamped later is refused with INVALID_ARGUMENT")
 			fs.DurationVar(&f.reconcileEvery, "reconcile-interval", 5*time.Second, "how often the leader compares the member registry with gossip in full (gossip events also trigger it)")
 		},
 		Start: func(ctx context.Context, env *daemon.Env) (func(context.Context) error, error) {
@@ -82,6 +84,9 @@ func parseCluster(s string) ([]*hivemindv1.Member, error) {
 }
 
 func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context) error, error) {
+	if f.maxClockSkew <= 0 {
+		return nil, fmt.Errorf("--max-clock-skew: %s; must be positive", f.maxClockSkew)
+	}
 	peers, err := parseCluster(f.cluster)
 	if err != nil {
 		return nil, err
@@ -103,8 +108,9 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 		Watch: watch.Config{MaxWatches: f.maxWatches},
 		// Raft streams and forwarded writes go to the other members as this
 		// node: TLS when configured, authenticated with the cluster secret.
-		Dial:   env.Client,
-		Logger: env.Logger,
+		Dial:         env.Client,
+		Logger:       env.Logger,
+		MaxClockSkew: f.maxClockSkew,
 	})
 	if err != nil {
 		return nil, err

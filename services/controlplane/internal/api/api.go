@@ -72,9 +72,13 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.closing) })
 }
 
-// checkWrites applies the guard to every key a write names, before
-// anything is proposed, so a refused write changes nothing.
+// checkWrites applies the namespace rules and the guard to every key a
+// write names, before anything is proposed, so a refused write changes
+// nothing.
 func (s *Server) checkWrites(ctx context.Context, keys []string, prefixes []string) error {
+	if err := s.checkNamespaceWrites(ctx, keys, prefixes); err != nil {
+		return err
+	}
 	if s.guard == nil {
 		return nil
 	}
@@ -208,9 +212,15 @@ func (s *Server) Status(ctx context.Context, _ *hivemindv1.StatusRequest) (*hive
 	return st, ToStatus(err)
 }
 
-// AppendEvent implements hivemindv1.ControlPlaneServer.
+// AppendEvent implements hivemindv1.ControlPlaneServer. The event's source
+// is the caller (see checkAppend); on a server without authentication, the
+// member that took the call.
 func (s *Server) AppendEvent(ctx context.Context, req *hivemindv1.AppendEventRequest) (*hivemindv1.AppendEventResponse, error) {
-	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_AppendEvent{AppendEvent: req}})
+	source, err := s.checkAppend(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Source: source, Op: &raftv1.Command_AppendEvent{AppendEvent: req}})
 	if err != nil {
 		return nil, err
 	}
@@ -258,12 +268,16 @@ func (s *Server) Txn(ctx context.Context, req *hivemindv1.TxnRequest) (*hivemind
 	if err := s.checkWrites(ctx, keys, prefixes); err != nil {
 		return nil, err
 	}
+	if err := s.checkTxnReads(ctx, req); err != nil {
+		return nil, err
+	}
 	res, err := s.propose(ctx, &raftv1.Command{IdempotencyKey: req.GetIdempotencyKey(), Op: &raftv1.Command_Txn{Txn: req}})
 	if err != nil {
 		return nil, err
 	}
 	out := answerOf(res.GetTxn())
 	out.Header = s.answeredBy(out.GetHeader())
+	s.hideSecretResults(ctx, out)
 	return out, nil
 }
 
@@ -321,6 +335,9 @@ func (s *Server) Get(ctx context.Context, req *hivemindv1.GetRequest) (*hivemind
 	}
 	m := s.store.Machine()
 	kv, found, rev := m.Get(req.GetKey())
+	if found && secretKey(req.GetKey()) && !s.readsSecrets(ctx) {
+		kv, found = nil, false
+	}
 	return &hivemindv1.GetResponse{Header: s.store.Header(rev, req.GetStale()), Kv: kv, Found: found}, nil
 }
 
@@ -332,7 +349,11 @@ func (s *Server) Range(ctx context.Context, req *hivemindv1.RangeRequest) (*hive
 	if err := s.read(ctx, req.GetStale()); err != nil {
 		return nil, err
 	}
-	kvs, more, rev := s.store.Machine().Range(req.GetPrefix(), req.GetStartAfter(), int(req.GetLimit()), req.GetKeysOnly())
+	var hidden func(string) bool
+	if mayCoverSecrets(req.GetPrefix()) && !s.readsSecrets(ctx) {
+		hidden = secretKey
+	}
+	kvs, more, rev := s.store.Machine().RangeHiding(req.GetPrefix(), req.GetStartAfter(), int(req.GetLimit()), req.GetKeysOnly(), hidden)
 	return &hivemindv1.RangeResponse{Header: s.store.Header(rev, req.GetStale()), Kvs: kvs, More: more}, nil
 }
 
@@ -351,7 +372,11 @@ func (s *Server) Watch(req *hivemindv1.WatchRequest, stream hivemindv1.ControlPl
 	if err := fsm.ValidateWatch(req, rev); err != nil {
 		return ToStatus(err)
 	}
-	err := s.hub.Serve(stream.Context(), req, stream.Send)
+	send := stream.Send
+	if mayCoverSecrets(req.GetPrefix()) && !s.readsSecrets(stream.Context()) {
+		send = withoutSecrets(send)
+	}
+	err := s.hub.Serve(stream.Context(), req, send)
 	if stream.Context().Err() != nil {
 		return nil
 	}

@@ -36,6 +36,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Guard checks writes at the API; nil allows every write.
 	Guard api.WriteGuard
+	// Auth authenticates every call to the members' gRPC servers (it puts
+	// the caller's auth.Identity in the context); nil lets every call in
+	// without an identity.
+	Auth grpcserver.Authenticator
 }
 
 // Cluster is a running in-process control plane.
@@ -114,7 +118,7 @@ func (c *Cluster) NewMember(name string) int {
 func (c *Cluster) StartNode(i int) {
 	c.t.Helper()
 	n := c.Nodes[i]
-	srv, err := grpcserver.New(grpcserver.Config{Addr: n.Addr, Logger: c.opts.Logger, MaxRecvMsgSize: raftnode.MaxMessageSize})
+	srv, err := grpcserver.New(grpcserver.Config{Addr: n.Addr, Logger: c.opts.Logger, MaxRecvMsgSize: raftnode.MaxMessageSize, Auth: c.opts.Auth})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -24,7 +24,8 @@
 //	kv.delete          DELETE            key     one per key deleted; kv: the key before
 //	(appended)         as sent           as sent AppendEvent: the request's type, hook,
 //	                                             uri, ttl, payload, attachments; source
-//	                                             defaults to the command's source
+//	                                             is the command's source, never the
+//	                                             request's
 //	intent.claimed     CREATE or MODIFY  key     first claim (CREATE), or after release
 //	                                             or lease expiry (MODIFY)
 //	intent.renewed     MODIFY            key     the holder claimed again
@@ -54,7 +55,10 @@
 // its own HLC (PutRequest.hlc, DeleteRequest.hlc; 0 means the command's
 // stamp). A put or delete older than the stored key's stamp is dropped, so
 // a late retry never overwrites a newer value. Elsewhere the log order
-// decides. Transactions are guarded by their own compares and do not take
+// decides. A writer's stamp far ahead of the leader's would win forever, so
+// the leader refuses one more than its configured skew ahead of the
+// command's stamp before proposing it (CheckWriterClock); the machine
+// itself applies whatever stamp the log holds. Transactions are guarded by their own compares and do not take
 // part in last-writer-wins; their writes are stamped with the command's HLC.
 //
 // # Leases
@@ -109,7 +113,9 @@
 //	event payload       payload plus attachments (data, name, content type)
 //	                    at most 1 MiB (MaxEventBytes)
 //	event attachments   at most 16 (MaxAttachments)
-//	event uri           a key, or empty
+//	event uri           a key, or empty; not under /members/ (PERMISSION_DENIED)
+//	event type family   not one the machine emits (ReservedFamilies: cluster,
+//	                    intent, kv, member, subscription; PERMISSION_DENIED)
 //	event ttl           hops <= max_hops when max_hops > 0; valid expires_at
 //	txn                 at most 128 compares (MaxTxnCompares) and 128 ops
 //	                    per branch (MaxTxnOps); compare target and result

@@ -56,7 +56,7 @@ func (m *Machine) applyClaim(c *change, req *hivemindv1.ClaimIntentRequest) *hiv
 		in.Lease = durationpb.New(lease)
 		in.ExpiresAt = timestamp(now.Add(lease))
 		m.intents[in.Key] = in
-		m.intentEvent(c, "intent.renewed", hivemindv1.Hook_HOOK_MODIFY, in)
+		m.intentEvent(c, EventIntentRenewed, hivemindv1.Hook_HOOK_MODIFY, in)
 		return &hivemindv1.ClaimIntentResponse{Granted: true, Intent: in, Header: c.header()}
 	case cur != nil && cur.State == hivemindv1.Intent_STATE_CLAIMED && !cur.ExpiresAt.AsTime().Before(now):
 		return &hivemindv1.ClaimIntentResponse{Granted: false, Intent: cur, Header: c.header()}
@@ -77,7 +77,7 @@ func (m *Machine) applyClaim(c *change, req *hivemindv1.ClaimIntentRequest) *hiv
 		hook = hivemindv1.Hook_HOOK_MODIFY
 	}
 	m.intents[in.Key] = in
-	m.intentEvent(c, "intent.claimed", hook, in)
+	m.intentEvent(c, EventIntentClaimed, hook, in)
 	return &hivemindv1.ClaimIntentResponse{Granted: true, Intent: in, Header: c.header()}
 }
 
@@ -104,7 +104,7 @@ func (m *Machine) applyComplete(c *change, req *hivemindv1.CompleteIntentRequest
 	in.State = hivemindv1.Intent_STATE_COMPLETED
 	in.Outcome = req.GetOutcome()
 	m.intents[in.Key] = in
-	m.intentEvent(c, "intent.completed", hivemindv1.Hook_HOOK_MODIFY, in)
+	m.intentEvent(c, EventIntentCompleted, hivemindv1.Hook_HOOK_MODIFY, in)
 	return &hivemindv1.CompleteIntentResponse{Intent: in, Header: c.header()}, nil
 }
 
@@ -116,7 +116,7 @@ func (m *Machine) applyRelease(c *change, req *hivemindv1.ReleaseIntentRequest) 
 	in := cloneIntent(cur)
 	in.State = hivemindv1.Intent_STATE_RELEASED
 	m.intents[in.Key] = in
-	m.intentEvent(c, "intent.released", hivemindv1.Hook_HOOK_MODIFY, in)
+	m.intentEvent(c, EventIntentReleased, hivemindv1.Hook_HOOK_MODIFY, in)
 	return &hivemindv1.ReleaseIntentResponse{Intent: in, Header: c.header()}, nil
 }
 
@@ -148,7 +148,7 @@ func (m *Machine) applyCompact(c *change, req *hivemindv1.CompactRequest) (*hive
 	if req.GetRevision() > m.oldest {
 		m.dropBefore(req.GetRevision())
 		m.epoch++
-		c.emit(&hivemindv1.Event{Type: "cluster.compacted", Hook: hivemindv1.Hook_HOOK_MODIFY, Uri: "/cluster/epoch",
+		c.emit(&hivemindv1.Event{Type: EventCompacted, Hook: hivemindv1.Hook_HOOK_MODIFY, Uri: "/cluster/epoch",
 			Payload: []byte(fmt.Sprintf(`{"epoch":%d,"oldest_revision":%d}`, m.epoch, m.oldest))})
 	}
 	return &hivemindv1.CompactResponse{Epoch: m.epoch, OldestRevision: m.oldest, Header: c.header()}, nil

@@ -8,7 +8,9 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/hlc"
 )
 
 func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
@@ -31,13 +33,42 @@ func (m *Machine) put(c *change, key string, value []byte, writer uint64) (prev,
 		hook = hivemindv1.Hook_HOOK_MODIFY
 	}
 	m.kvs.ReplaceOrInsert(kv)
-	c.emit(&hivemindv1.Event{Type: "kv.put", Hook: hook, Uri: key, Payload: value, Kv: kv})
+	c.emit(&hivemindv1.Event{Type: EventPut, Hook: hook, Uri: key, Payload: value, Kv: kv})
 	return prev, kv
 }
 
 func (m *Machine) del(c *change, kv *hivemindv1.KeyValue) {
 	m.kvs.Delete(kv)
-	c.emit(&hivemindv1.Event{Type: "kv.delete", Hook: hivemindv1.Hook_HOOK_DELETE, Uri: kv.Key, Kv: kv})
+	c.emit(&hivemindv1.Event{Type: EventDelete, Hook: hivemindv1.Hook_HOOK_DELETE, Uri: kv.Key, Kv: kv})
+}
+
+// CheckWriterClock refuses a put or delete whose writer's hlc is more than
+// maxAhead ahead of the command's own stamp. On /nodes/ keys the newer
+// stamp wins, so a stamp far in the future (2^64-1) would make every later
+// write to the key lose, the owner's included, forever.
+//
+// The leader calls it after stamping the command with its clock and before
+// proposing it: a refused write never reaches the log, and the machine
+// itself still reads no clock and carries no bound. maxAhead <= 0 checks
+// nothing.
+func CheckWriterClock(cmd *raftv1.Command, maxAhead time.Duration) error {
+	var writer uint64
+	switch op := cmd.GetOp().(type) {
+	case *raftv1.Command_Put:
+		writer = op.Put.GetHlc()
+	case *raftv1.Command_Delete:
+		writer = op.Delete.GetHlc()
+	}
+	if writer == 0 || maxAhead <= 0 {
+		return nil
+	}
+	leader := hlc.Timestamp(cmd.GetHlc()).Physical()
+	at := hlc.Timestamp(writer).Physical()
+	if at.Sub(leader) > maxAhead {
+		return invalid("hlc", "%d (%s) is %s ahead of the leader's clock (%s); a writer's clock may be at most %s ahead",
+			writer, at.Format(time.RFC3339Nano), at.Sub(leader).Truncate(time.Millisecond), leader.Format(time.RFC3339Nano), maxAhead)
+	}
+	return nil
 }
 
 func (m *Machine) writerHLC(c *change, requested uint64) uint64 {
@@ -162,12 +193,14 @@ func (m *Machine) compare(want *hivemindv1.Compare) bool {
 	return false
 }
 
+// applyAppend records an event a caller appends. Its source is the
+// command's, which the API sets from the caller's identity; the request's
+// own source field is never used, so no caller can speak for another.
 func (m *Machine) applyAppend(c *change, req *hivemindv1.AppendEventRequest) *hivemindv1.AppendEventResponse {
 	e := &hivemindv1.Event{
 		Type:        req.GetType(),
 		Hook:        req.GetHook(),
 		Uri:         req.GetUri(),
-		Source:      req.GetSource(),
 		Ttl:         req.GetTtl(),
 		Payload:     req.GetPayload(),
 		Attachments: req.GetAttachments(),

@@ -159,6 +159,10 @@ func (m *Machine) Apply(cmd *raftv1.Command) (*raftv1.Result, []*hivemindv1.Even
 	return res, c.events
 }
 
+// Rejected is the result of a command refused before it was proposed, in
+// the form a rejection applied by the machine takes.
+func Rejected(err error) *raftv1.Result { return rejected(err) }
+
 func rejected(err error) *raftv1.Result {
 	var fe *FieldError
 	if errors.As(err, &fe) {
@@ -297,6 +301,13 @@ func (m *Machine) Get(key string) (kv *hivemindv1.KeyValue, found bool, rev int6
 // Range returns up to limit keys starting with prefix, after startAfter, in
 // key order; more says whether further keys follow.
 func (m *Machine) Range(prefix, startAfter string, limit int, keysOnly bool) (kvs []*hivemindv1.KeyValue, more bool, rev int64) {
+	return m.RangeHiding(prefix, startAfter, limit, keysOnly, nil)
+}
+
+// RangeHiding is Range as seen by a caller to whom the keys hidden reports
+// do not exist: they are skipped and do not count towards limit, so that
+// more still means that visible keys follow. A nil hidden hides nothing.
+func (m *Machine) RangeHiding(prefix, startAfter string, limit int, keysOnly bool, hidden func(key string) bool) (kvs []*hivemindv1.KeyValue, more bool, rev int64) {
 	if limit <= 0 {
 		limit = DefaultRangeLimit
 	}
@@ -310,6 +321,9 @@ func (m *Machine) Range(prefix, startAfter string, limit int, keysOnly bool) (kv
 	m.kvs.AscendGreaterOrEqual(&hivemindv1.KeyValue{Key: from}, func(kv *hivemindv1.KeyValue) bool {
 		if !strings.HasPrefix(kv.Key, prefix) {
 			return false
+		}
+		if hidden != nil && hidden(kv.Key) {
+			return true
 		}
 		if len(kvs) == limit {
 			more = true

@@ -33,15 +33,21 @@ const (
 	DefaultLease           = 30_000
 )
 
-// FieldError says which request field is wrong and why.
+// FieldError says which request field is wrong, or not allowed, and why.
 type FieldError struct {
 	Field  string
 	Reason string
-	// Code is INVALID_ARGUMENT or OUT_OF_RANGE.
+	// Code is INVALID_ARGUMENT, OUT_OF_RANGE, FAILED_PRECONDITION or
+	// PERMISSION_DENIED.
 	Code codes.Code
 }
 
-func (e *FieldError) Error() string { return fmt.Sprintf("invalid %s: %s", e.Field, e.Reason) }
+func (e *FieldError) Error() string {
+	if e.Code == codes.PermissionDenied {
+		return fmt.Sprintf("%s not allowed: %s", e.Field, e.Reason)
+	}
+	return fmt.Sprintf("invalid %s: %s", e.Field, e.Reason)
+}
 
 func invalid(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Code: codes.InvalidArgument}
@@ -279,6 +285,9 @@ func validateEvent(e *hivemindv1.AppendEventRequest) error {
 		if err := ValidateKey("uri", e.GetUri()); err != nil {
 			return err
 		}
+	}
+	if err := CheckAppendedByCaller(e); err != nil {
+		return err
 	}
 	if len(e.GetSource()) > MaxHolderBytes {
 		return invalid("source", "at most %d bytes", MaxHolderBytes)

@@ -61,7 +61,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the wall clock for the HLC; nil means time.Now.
 	Now func() time.Time
+	// MaxClockSkew is how far ahead of the leader's clock a writer's hlc
+	// (PutRequest.hlc, DeleteRequest.hlc) may be; a write stamped later is
+	// refused with INVALID_ARGUMENT. Default DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
 }
+
+// DefaultMaxClockSkew bounds writers' clocks: far beyond NTP error, yet a
+// writer whose clock is further ahead should be noticed, not followed (the
+// same reasoning as hlc.DefaultMaxDrift).
+const DefaultMaxClockSkew = hlc.DefaultMaxDrift
 
 // Replica is one running control-plane member.
 type Replica struct {
@@ -83,6 +92,9 @@ func New(cfg Config) (*Replica, error) {
 	}
 	if cfg.Name == "" {
 		return nil, errors.New("replica: a member needs a name")
+	}
+	if cfg.MaxClockSkew <= 0 {
+		cfg.MaxClockSkew = DefaultMaxClockSkew
 	}
 	r := &Replica{cfg: cfg, log: cfg.Logger, machine: fsm.New(cfg.FSM), clock: hlc.New(cfg.Now), conns: map[string]*grpc.ClientConn{}}
 	wcfg := cfg.Watch
@@ -208,6 +220,14 @@ func (r *Replica) leaderChanged(lead uint64, isLeader bool) {
 
 // Propose replicates cmd and returns its result once applied here. On a
 // follower the command is forwarded to the leader.
+//
+// The leader refuses a write whose writer's hlc is too far ahead of its own
+// clock (fsm.CheckWriterClock) here, before proposing: only the leader's
+// clock stamps commands, and checking against that stamp keeps the state
+// machine free of clocks and of the bound, which is this member's
+// configuration rather than replicated state. The refusal is a result, as a
+// rejection by the machine is, so it reaches a forwarding follower's caller
+// as INVALID_ARGUMENT.
 func (r *Replica) Propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Result, error) {
 	if cmd.GetSource() == "" {
 		cmd.Source = r.cfg.Name
@@ -217,6 +237,9 @@ func (r *Replica) Propose(ctx context.Context, cmd *raftv1.Command) (*raftv1.Res
 	}
 	cmd.Hlc = uint64(r.clock.Now())
 	cmd.Proposer = r.cfg.Name
+	if err := fsm.CheckWriterClock(cmd, r.cfg.MaxClockSkew); err != nil {
+		return fsm.Rejected(err), nil
+	}
 	data, err := cmd.MarshalVT()
 	if err != nil {
 		return nil, err

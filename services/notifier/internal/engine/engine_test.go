@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/clustertest"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
@@ -26,6 +27,9 @@ func TestOutcomes(t *testing.T) {
 	}
 	c := clustertest.Start(t, clustertest.Options{})
 	cp := c.ControlPlane()
+	// Only notifier nodes write /notifier/: the engine runs as one, and
+	// the subscriptions are stored as it, as the Notifier API would.
+	c.JoinAs("notifier1", auth.RoleNotifier)
 	rcv := newReceiver(t, testSecret)
 	ok := httptest.NewServer(rcv)
 	t.Cleanup(ok.Close)
@@ -34,7 +38,7 @@ func TestOutcomes(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	store := subscription.NewStore(cp)
+	store := subscription.NewStore(c.ControlPlaneAs("notifier1"))
 	for _, s := range []*hivemindv1.Subscription{
 		{Name: "ok", Target: ok.URL, Prefix: "/app/ok/", Secret: testSecret},
 		// Costs far more than the replica's limit of 200 units.
@@ -46,7 +50,7 @@ func TestOutcomes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eng, err := newEngine(replicaConfig{Name: "notifier1", Endpoints: c.ControlPlaneAddrs(), Token: c.Token, Lease: 2 * time.Second},
+	eng, err := newEngine(replicaConfig{Name: "notifier1", Endpoints: c.ControlPlaneAddrs(), SecretFile: c.SecretFile(), Lease: 2 * time.Second},
 		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/clustertest"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
@@ -49,7 +50,12 @@ func TestExactlyOnce(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	store := subscription.NewStore(cp)
+	// Only notifier nodes write /notifier/: the replicas run as such, and
+	// the subscription is stored as one, as the Notifier API would.
+	for i := 1; i <= 3; i++ {
+		c.JoinAs(fmt.Sprintf("notifier%d", i), auth.RoleNotifier)
+	}
+	store := subscription.NewStore(c.ControlPlaneAs("notifier1"))
 	if _, err := store.Create(ctx, &hivemindv1.Subscription{Name: "exact", Target: srv.URL + "/hook", Prefix: "/app/exact/", Secret: testSecret}); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +71,7 @@ func TestExactlyOnce(t *testing.T) {
 			proxies = append(proxies, p)
 			eps = append(eps, p.addr())
 		}
-		procs = append(procs, startReplica(t, replicaConfig{Name: fmt.Sprintf("notifier%d", i), Endpoints: eps, Token: c.Token, Lease: lease}, logDir))
+		procs = append(procs, startReplica(t, replicaConfig{Name: fmt.Sprintf("notifier%d", i), Endpoints: eps, SecretFile: c.SecretFile(), Lease: lease}, logDir))
 	}
 	cutReplica2 := func(cut bool) {
 		for _, p := range proxies[3:6] {

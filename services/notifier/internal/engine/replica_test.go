@@ -17,6 +17,7 @@ import (
 	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/cpclient"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
+	"github.com/hivemind/hivemind/pkg/secret"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
 	"github.com/hivemind/hivemind/services/notifier/internal/egress"
 	"github.com/hivemind/hivemind/services/notifier/internal/engine"
@@ -40,15 +41,17 @@ func TestMain(m *testing.M) {
 type replicaConfig struct {
 	Name      string
 	Endpoints []string
-	Token     string
-	Lease     time.Duration
+	// SecretFile holds the cluster secret: a replica calls the control
+	// plane as the notifier node Name (see clustertest.JoinAs).
+	SecretFile string
+	Lease      time.Duration
 }
 
 func runReplica() int {
 	var rc replicaConfig
 	rc.Name = os.Getenv(replicaEnv)
 	rc.Endpoints = strings.Split(os.Getenv("REPLICA_ENDPOINTS"), ",")
-	rc.Token = os.Getenv("REPLICA_TOKEN")
+	rc.SecretFile = os.Getenv("REPLICA_SECRET_FILE")
 	rc.Lease, _ = time.ParseDuration(os.Getenv("REPLICA_LEASE"))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -70,7 +73,11 @@ func runReplica() int {
 }
 
 func newEngine(rc replicaConfig, log *slog.Logger) (*engine.Engine, error) {
-	cp, err := cpclient.New(cpclient.Config{Endpoints: rc.Endpoints, Dial: grpcclient.Config{Auth: auth.BearerToken(rc.Token)}})
+	sec, err := secret.Load("", rc.SecretFile)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := cpclient.New(cpclient.Config{Endpoints: rc.Endpoints, Dial: grpcclient.Config{Auth: auth.NewNodeAuth(rc.Name, sec)}})
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +105,7 @@ func startReplica(t *testing.T, rc replicaConfig, logDir string) *replicaProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), replicaEnv+"="+rc.Name, "REPLICA_ENDPOINTS="+strings.Join(rc.Endpoints, ","),
-		"REPLICA_TOKEN="+rc.Token, "REPLICA_LEASE="+rc.Lease.String())
+		"REPLICA_SECRET_FILE="+rc.SecretFile, "REPLICA_LEASE="+rc.Lease.String())
 	logf, err := os.Create(filepath.Join(logDir, rc.Name+".log"))
 	if err != nil {
 		t.Fatal(err)

@@ -111,12 +111,15 @@ func TestSupervisor(t *testing.T) {
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := subscription.NewStore(cp).Create(ctx, &hivemindv1.Subscription{Name: "sup", Target: srv.URL, Prefix: "/app/sup/", Secret: testSecret}); err != nil {
+	// Only notifier nodes write /notifier/: the engine runs as one, and
+	// the subscription is stored as it, as the Notifier API would.
+	na := c.JoinAs("notifier1", auth.RoleNotifier)
+	if _, err := subscription.NewStore(c.ControlPlaneAs("notifier1")).Create(ctx, &hivemindv1.Subscription{Name: "sup", Target: srv.URL, Prefix: "/app/sup/", Secret: testSecret}); err != nil {
 		t.Fatal(err)
 	}
 
 	newClient := func() *flakyCP {
-		cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: auth.BearerToken(c.Token)}})
+		cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: na}})
 		if err != nil {
 			t.Fatal(err)
 		}
