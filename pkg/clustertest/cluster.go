@@ -97,6 +97,9 @@ type Cluster struct {
 	Nodes map[string]*Node
 	order []string
 	mu    sync.Mutex
+
+	keysMu sync.Mutex
+	keys   map[string]auth.NodeKey // of the nodes JoinAs admitted
 }
 
 // Options configures a cluster.
@@ -368,7 +371,8 @@ func (c *Cluster) WaitFor(what string, d time.Duration, cond func(ctx context.Co
 // node's connections use.
 func (c *Cluster) JoinAs(name, role string) grpcclient.Auth {
 	c.t.Helper()
-	na := auth.NewNodeAuth(name, c.Secret)
+	key := c.nodeKey(name)
+	na := auth.NewNodeAuth(name, c.Secret, key)
 	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: na}})
 	if err != nil {
 		c.t.Fatal(err)
@@ -377,17 +381,33 @@ func (c *Cluster) JoinAs(name, role string) grpcclient.Auth {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req := &hivemindv1.JoinRequest{Name: name, Roles: &hivemindv1.Roles{Performs: []string{role}}, GrpcAddress: fmt.Sprintf("127.0.0.1:%d", freePort(c.t)), Incarnation: 1}
+	key.SignJoin(req)
 	if _, err := cl.Join(ctx, req); err != nil {
 		c.t.Fatalf("clustertest: join %s as %s: %v", name, role, err)
 	}
 	return na
 }
 
+// nodeKey is the identity key of a node JoinAs admits, one per name.
+func (c *Cluster) nodeKey(name string) auth.NodeKey {
+	c.keysMu.Lock()
+	defer c.keysMu.Unlock()
+	if c.keys == nil {
+		c.keys = map[string]auth.NodeKey{}
+	}
+	k, ok := c.keys[name]
+	if !ok {
+		k = auth.NewNodeKey()
+		c.keys[name] = k
+	}
+	return k
+}
+
 // ControlPlaneAs returns a control-plane client authenticated as node name
 // (see JoinAs).
 func (c *Cluster) ControlPlaneAs(name string) *cpclient.Client {
 	c.t.Helper()
-	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, c.Secret)}})
+	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, c.Secret, c.nodeKey(name))}})
 	if err != nil {
 		c.t.Fatal(err)
 	}

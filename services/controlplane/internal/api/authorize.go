@@ -11,7 +11,6 @@ import (
 
 	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
-	"github.com/hivemind/hivemind/pkg/registry"
 	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
 )
 
@@ -19,28 +18,6 @@ import (
 // in the state machine. A call without an identity reaches them only on a
 // server run without an authenticator (in-process tests), where every
 // caller may do everything; a cluster's servers always authenticate.
-
-// identity is the caller in ctx. A node whose credential names no roles
-// (a session token from before tokens carried them) gets the roles the
-// committed registry records for it, unless it has left: roles come from
-// the registry either way, and a name the registry does not know performs
-// none.
-func (s *Server) identity(ctx context.Context) (auth.Identity, bool) {
-	id, ok := auth.FromContext(ctx)
-	if !ok || id.Kind != auth.KindNode || len(id.Roles) > 0 {
-		return id, ok
-	}
-	kv, found, _ := s.store.Machine().Get(registry.Key(id.Name))
-	if !found {
-		return id, true
-	}
-	mem, err := registry.Decode(kv.GetValue())
-	if err != nil || mem.GetState() == hivemindv1.MemberState_MEMBER_STATE_LEFT {
-		return id, true
-	}
-	id.Roles = mem.GetRoles().GetPerforms()
-	return id, true
-}
 
 // checkNamespaceWrites refuses writes under /notifier/ from anyone but a
 // notifier node, before anything is proposed. A prefix that covers
@@ -62,7 +39,7 @@ func (s *Server) checkNamespaceWrites(ctx context.Context, keys, prefixes []stri
 	if what == "" {
 		return nil
 	}
-	if id, ok := s.identity(ctx); ok && !auth.WritesNotifier(id) {
+	if id, ok := auth.FromContext(ctx); ok && !auth.WritesNotifier(id) {
 		return notifierOnly(id, what)
 	}
 	return nil
@@ -95,8 +72,7 @@ func (s *Server) checkAppend(ctx context.Context, req *hivemindv1.AppendEventReq
 	}
 	uri := req.GetUri()
 	if strings.HasPrefix(uri, auth.NotifierPrefix) {
-		// Only here do roles matter, and finding them may read the registry.
-		if id, _ = s.identity(ctx); !auth.WritesNotifier(id) {
+		if id, _ = auth.FromContext(ctx); !auth.WritesNotifier(id) {
 			return "", status.Errorf(codes.PermissionDenied, "uri not allowed: %s %s may not append events under %s (%s), which only notifier nodes do; subscriptions are managed through the Notifier API",
 				id.Kind, id.Name, auth.NotifierPrefix, uri)
 		}
@@ -116,11 +92,10 @@ func (s *Server) checkAppend(ctx context.Context, req *hivemindv1.AppendEventReq
 }
 
 // readsSecrets reports whether the caller sees keys under
-// /notifier/secrets/; to everyone else they do not exist. Callers ask only
-// when a secret is at stake (mayCoverSecrets), since it may read the
-// registry.
+// /notifier/secrets/; to everyone else they do not exist. A node's roles
+// are those of its session token, which the registry gave it.
 func (s *Server) readsSecrets(ctx context.Context) bool {
-	id, ok := s.identity(ctx)
+	id, ok := auth.FromContext(ctx)
 	return !ok || auth.ReadsNotifierSecrets(id)
 }
 

@@ -15,12 +15,9 @@ import (
 
 	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/cpclient"
-	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 	"github.com/hivemind/hivemind/pkg/hlc"
-	"github.com/hivemind/hivemind/pkg/registry"
-	"github.com/hivemind/hivemind/services/controlplane/internal/api"
 	"github.com/hivemind/hivemind/services/controlplane/internal/cptest"
 )
 
@@ -59,12 +56,9 @@ var callers = identities{
 	"host2":     {Name: "host2", Kind: auth.KindNode, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}, Roles: []string{auth.RoleHost}},
 	"notifier1": {Name: "notifier1", Kind: auth.KindNode, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}, Roles: []string{auth.RoleNotifier}},
 	// Session tokens from before tokens carried roles: the registry says.
-	"notifier2-noroles": {Name: "notifier2", Kind: auth.KindNode, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}},
-	"host3-noroles":     {Name: "host3", Kind: auth.KindNode, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}},
-	"stranger-noroles":  {Name: "stranger", Kind: auth.KindNode, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}},
-	"ops-read":          {Name: "ops-read", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeRead}},
-	"ops-write":         {Name: "ops-write", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}},
-	"ops-admin":         {Name: "ops-admin", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeAdmin}},
+	"ops-read":  {Name: "ops-read", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeRead}},
+	"ops-write": {Name: "ops-write", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}},
+	"ops-admin": {Name: "ops-admin", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeAdmin}},
 }
 
 // as is a client of member i alone calling as the identity tok names,
@@ -401,50 +395,4 @@ func TestClientClockIsBounded(t *testing.T) {
 	if err != nil || !resp.GetApplied() {
 		t.Fatalf("a write 20s ahead: %v %v", resp, err)
 	}
-}
-
-// TestRolesFromTheRegistry: a node whose credential names no roles performs
-// those the committed registry records for it, and none once it has left or
-// when the registry does not know it.
-func TestRolesFromTheRegistry(t *testing.T) {
-	c := startSecured(t)
-	lead := c.Nodes[c.Leader()].Replica
-	for _, m := range []struct{ name, role string }{{"notifier2", auth.RoleNotifier}, {"host3", auth.RoleHost}} {
-		res, err := api.Propose(ctx(t), lead, &raftv1.Command{Op: &raftv1.Command_MemberJoin{MemberJoin: &hivemindv1.JoinRequest{
-			Name: m.name, Roles: &hivemindv1.Roles{Performs: []string{m.role}}, GrpcAddress: "127.0.0.1:1", Incarnation: 1,
-		}}})
-		if err != nil {
-			t.Fatalf("join %s: %v %v", m.name, res, err)
-		}
-	}
-	f := follower(c)
-	// Roles are read from the answering member's registry, as it stands.
-	c.WaitFor("the joins on the follower", 5*time.Second, func() bool {
-		_, ok, _ := c.Nodes[f].Replica.Machine().Get(registry.Key("host3"))
-		return ok
-	})
-	const key = "/notifier/secrets/hooks"
-	if _, err := as(t, c, f, "notifier2-noroles").Put(ctx(t), &hivemindv1.PutRequest{Key: key, Value: []byte("s")}); err != nil {
-		t.Fatalf("a notifier by the registry writing under /notifier/: %v", err)
-	}
-	if got, err := as(t, c, f, "notifier2-noroles").Get(ctx(t), &hivemindv1.GetRequest{Key: key}); err != nil || !got.GetFound() {
-		t.Fatalf("a notifier by the registry reading a secret: %v %v", got, err)
-	}
-	for _, tok := range []string{"host3-noroles", "stranger-noroles"} {
-		_, err := as(t, c, f, tok).Put(ctx(t), &hivemindv1.PutRequest{Key: key, Value: []byte("s")})
-		wantRefused(t, tok, err, codes.PermissionDenied, key)
-		if got, err := as(t, c, f, tok).Get(ctx(t), &hivemindv1.GetRequest{Key: key}); err != nil || got.GetFound() {
-			t.Errorf("%s reading a secret: %v %v", tok, got, err)
-		}
-	}
-	if _, err := api.Propose(ctx(t), lead, &raftv1.Command{Op: &raftv1.Command_MemberLeave{MemberLeave: &hivemindv1.LeaveRequest{Name: "notifier2"}}}); err != nil {
-		t.Fatal(err)
-	}
-	c.WaitFor("the leave on the follower", 5*time.Second, func() bool {
-		mem, _, _ := c.Nodes[f].Replica.Machine().Get(registry.Key("notifier2"))
-		dec, err := registry.Decode(mem.GetValue())
-		return err == nil && dec.GetState() == hivemindv1.MemberState_MEMBER_STATE_LEFT
-	})
-	_, err := as(t, c, f, "notifier2-noroles").Put(ctx(t), &hivemindv1.PutRequest{Key: key, Value: []byte("s")})
-	wantRefused(t, "a notifier that left", err, codes.PermissionDenied, key)
 }
