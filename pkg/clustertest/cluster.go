@@ -98,8 +98,7 @@ type Cluster struct {
 	order []string
 	mu    sync.Mutex
 
-	keysMu sync.Mutex
-	keys   map[string]auth.NodeKey // of the nodes JoinAs admitted
+	keysMu sync.Mutex // one creation of a node key at a time
 }
 
 // Options configures a cluster.
@@ -388,20 +387,21 @@ func (c *Cluster) JoinAs(name, role string) grpcclient.Auth {
 	return na
 }
 
-// nodeKey is the identity key of a node JoinAs admits, one per name.
+// nodeKey is the identity key of a node JoinAs admits, one per name, kept
+// in KeyDir(name) so that a process the test starts can be that node too.
 func (c *Cluster) nodeKey(name string) auth.NodeKey {
 	c.keysMu.Lock()
 	defer c.keysMu.Unlock()
-	if c.keys == nil {
-		c.keys = map[string]auth.NodeKey{}
-	}
-	k, ok := c.keys[name]
-	if !ok {
-		k = auth.NewNodeKey()
-		c.keys[name] = k
+	k, err := auth.LoadOrCreateNodeKey(c.KeyDir(name))
+	if err != nil {
+		c.t.Fatal(err)
 	}
 	return k
 }
+
+// KeyDir is the directory holding the node key of a node JoinAs admitted
+// (auth.LoadOrCreateNodeKey).
+func (c *Cluster) KeyDir(name string) string { return filepath.Join(c.dir, "keys", name) }
 
 // ControlPlaneAs returns a control-plane client authenticated as node name
 // (see JoinAs).

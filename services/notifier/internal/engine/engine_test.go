@@ -50,7 +50,7 @@ func TestOutcomes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eng, err := newEngine(replicaConfig{Name: "notifier1", Endpoints: c.ControlPlaneAddrs(), SecretFile: c.SecretFile(), Lease: 2 * time.Second},
+	eng, err := newEngine(replicaConfig{Name: "notifier1", Endpoints: c.ControlPlaneAddrs(), SecretFile: c.SecretFile(), KeyDir: c.KeyDir("notifier1"), Lease: 2 * time.Second},
 		slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)

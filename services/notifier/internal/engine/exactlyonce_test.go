@@ -71,7 +71,7 @@ func TestExactlyOnce(t *testing.T) {
 			proxies = append(proxies, p)
 			eps = append(eps, p.addr())
 		}
-		procs = append(procs, startReplica(t, replicaConfig{Name: fmt.Sprintf("notifier%d", i), Endpoints: eps, SecretFile: c.SecretFile(), Lease: lease}, logDir))
+		procs = append(procs, startReplica(t, replicaConfig{Name: fmt.Sprintf("notifier%d", i), Endpoints: eps, SecretFile: c.SecretFile(), KeyDir: c.KeyDir(fmt.Sprintf("notifier%d", i)), Lease: lease}, logDir))
 	}
 	cutReplica2 := func(cut bool) {
 		for _, p := range proxies[3:6] {

@@ -44,7 +44,9 @@ type replicaConfig struct {
 	// SecretFile holds the cluster secret: a replica calls the control
 	// plane as the notifier node Name (see clustertest.JoinAs).
 	SecretFile string
-	Lease      time.Duration
+	// KeyDir holds the node's key (clustertest.KeyDir).
+	KeyDir string
+	Lease  time.Duration
 }
 
 func runReplica() int {
@@ -77,7 +79,11 @@ func newEngine(rc replicaConfig, log *slog.Logger) (*engine.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, err := cpclient.New(cpclient.Config{Endpoints: rc.Endpoints, Dial: grpcclient.Config{Auth: auth.NewNodeAuth(rc.Name, sec)}})
+	key, err := auth.LoadOrCreateNodeKey(rc.KeyDir)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := cpclient.New(cpclient.Config{Endpoints: rc.Endpoints, Dial: grpcclient.Config{Auth: auth.NewNodeAuth(rc.Name, sec, key)}})
 	if err != nil {
 		return nil, err
 	}
