@@ -27,14 +27,17 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 )
 
-// The prefixes of the notifier's state in the tree.
+// The prefixes of the notifier's state in the tree, inside the namespace
+// the control plane keeps for notifier nodes (auth.NotifierPrefix); its
+// secrets are the part only they and admins read.
 const (
-	SubscriptionsPrefix = "/notifier/subscriptions/"
-	SecretsPrefix       = "/notifier/secrets/"
-	DeliveriesPrefix    = "/notifier/deliveries/"
+	SubscriptionsPrefix = auth.NotifierPrefix + "subscriptions/"
+	SecretsPrefix       = auth.NotifierSecretsPrefix
+	DeliveriesPrefix    = auth.NotifierPrefix + "deliveries/"
 )
 
 // Key is where subscription name is stored.
