@@ -54,6 +54,7 @@ func runReplica() int {
 	rc.Name = os.Getenv(replicaEnv)
 	rc.Endpoints = strings.Split(os.Getenv("REPLICA_ENDPOINTS"), ",")
 	rc.SecretFile = os.Getenv("REPLICA_SECRET_FILE")
+	rc.KeyDir = os.Getenv("REPLICA_KEY_DIR")
 	rc.Lease, _ = time.ParseDuration(os.Getenv("REPLICA_LEASE"))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -111,7 +112,7 @@ func startReplica(t *testing.T, rc replicaConfig, logDir string) *replicaProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), replicaEnv+"="+rc.Name, "REPLICA_ENDPOINTS="+strings.Join(rc.Endpoints, ","),
-		"REPLICA_SECRET_FILE="+rc.SecretFile, "REPLICA_LEASE="+rc.Lease.String())
+		"REPLICA_SECRET_FILE="+rc.SecretFile, "REPLICA_KEY_DIR="+rc.KeyDir, "REPLICA_LEASE="+rc.Lease.String())
 	logf, err := os.Create(filepath.Join(logDir, rc.Name+".log"))
 	if err != nil {
 		t.Fatal(err)

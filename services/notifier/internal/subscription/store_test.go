@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hivemind/hivemind/pkg/clustertest"
+	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
 )
@@ -22,7 +23,9 @@ func TestStoreKeepsSecretsApart(t *testing.T) {
 		t.Skip("starts a cluster")
 	}
 	c := clustertest.Start(t, clustertest.Options{ControlPlanes: 1})
-	cp := c.ControlPlane()
+	// The store writes as a notifier node does: /notifier/ is theirs.
+	c.JoinAs("notifier1", auth.RoleNotifier)
+	cp := c.ControlPlaneAs("notifier1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st := subscription.NewStore(cp)
