@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/hivemind/hivemind/pkg/clustertest"
 	"github.com/hivemind/hivemind/pkg/auth"
+	"github.com/hivemind/hivemind/pkg/clustertest"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
 )
