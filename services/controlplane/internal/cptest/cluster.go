@@ -114,7 +114,7 @@ func (c *Cluster) NewMember(name string) int {
 func (c *Cluster) StartNode(i int) {
 	c.t.Helper()
 	n := c.Nodes[i]
-	srv, err := grpcserver.New(grpcserver.Config{Addr: n.Addr, Logger: c.opts.Logger, MaxRecvMsgSize: raftnode.MaxMessageSize})
+	srv, err := grpcserver.New(grpcserver.Config{Addr: n.Addr, Logger: c.opts.Logger, InternalServices: []string{"/hivemind.raft.v1.Raft/"}})
 	if err != nil {
 		c.t.Fatal(err)
 	}
