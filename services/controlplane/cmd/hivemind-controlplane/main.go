@@ -33,6 +33,7 @@ type flags struct {
 	electionTicks  int
 	snapshotEvery  uint64
 	maxRevisions   int64
+	maxHistory     int64
 	maxWatches     int
 	reconcileEvery time.Duration
 }
@@ -53,6 +54,7 @@ func main() {
 			fs.IntVar(&f.electionTicks, "election-ticks", 10, "ticks without a leader before a follower campaigns")
 			fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "applied entries between raft snapshots")
 			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
+			fs.Int64Var(&f.maxHistory, "max-history-bytes", fsm.DefaultMaxHistoryBytes, "encoded bytes of events the event log keeps before the oldest revisions are dropped (the latest is always kept); set the same on every member")
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
 			fs.DurationVar(&f.reconcileEvery, "reconcile-interval", 5*time.Second, "how often the leader compares the member registry with gossip in full (gossip events also trigger it)")
 		},
@@ -81,6 +83,12 @@ func parseCluster(s string) ([]*hivemindv1.Member, error) {
 }
 
 func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context) error, error) {
+	if f.maxRevisions < 1 {
+		return nil, fmt.Errorf("--max-revisions: %d is less than 1", f.maxRevisions)
+	}
+	if f.maxHistory < 1 {
+		return nil, fmt.Errorf("--max-history-bytes: %d is less than 1", f.maxHistory)
+	}
 	peers, err := parseCluster(f.cluster)
 	if err != nil {
 		return nil, err
@@ -98,7 +106,7 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 			ElectionTicks: f.electionTicks,
 			SnapshotEvery: f.snapshotEvery,
 		},
-		FSM:   fsm.Config{MaxRevisions: f.maxRevisions},
+		FSM:   fsm.Config{MaxRevisions: f.maxRevisions, MaxHistoryBytes: f.maxHistory},
 		Watch: watch.Config{MaxWatches: f.maxWatches},
 		// Raft streams and forwarded writes go to the other members as this
 		// node: TLS when configured, authenticated with the cluster secret.
