@@ -46,7 +46,7 @@ func main() {
 		Synopsis:           "Control plane: the raft-replicated event log, resource tree, intents and membership.",
 		DefaultGRPCAddr:    "127.0.0.1:7000",
 		DefaultMetricsAddr: "127.0.0.1:9100",
-		DefaultGossipAddr: "127.0.0.1:7946",
+		DefaultGossipAddr:  "127.0.0.1:7946",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&f.cluster, "initial-cluster", "", "the control-plane members as name=host:port,… (this node included); used on first start")
 			fs.BoolVar(&f.join, "join", false, "join a running cluster (after MemberAdd) instead of bootstrapping a new one")

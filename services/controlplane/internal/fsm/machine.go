@@ -60,10 +60,10 @@ type Machine struct {
 	events  []*hivemindv1.Event
 	// historyBytes is the encoded size of events (see eventBytes).
 	historyBytes int64
-	intents map[string]*hivemindv1.Intent
-	applied map[string]*raftv1.Result
-	order   []string // idempotency keys, a ring starting at head
-	head    int
+	intents      map[string]*hivemindv1.Intent
+	applied      map[string]*raftv1.Result
+	order        []string // idempotency keys, a ring starting at head
+	head         int
 }
 
 // New returns an empty machine.
