@@ -51,13 +51,14 @@ func (l LimitFlags) validate() error {
 }
 
 func (l LimitFlags) rateLimit() grpcserver.RateLimit {
-	return grpcserver.RateLimit{PerSecond: l.RateLimit, Burst: l.RateBurst, Caller: RateCaller}
+	return grpcserver.RateLimit{PerSecond: l.RateLimit, Burst: l.RateBurst, Caller: Caller}
 }
 
-// RateCaller is the rate limit's view of a call: one bucket per
-// authenticated identity (kind and name); control-plane members and admin
-// operators are exempt; public calls carry no identity and are not limited.
-func RateCaller(ctx context.Context) (key string, exempt, ok bool) {
+// Caller names the caller of a call for the per-caller limits (rate,
+// watches): one per authenticated identity (kind and name). Control-plane
+// members and admin operators are exempt; public calls carry no identity
+// and are not limited.
+func Caller(ctx context.Context) (key string, exempt, ok bool) {
 	id, ok := auth.FromContext(ctx)
 	if !ok {
 		return "", false, false

@@ -35,6 +35,7 @@ type flags struct {
 	maxRevisions   int64
 	maxHistory     int64
 	maxWatches     int
+	maxPerCaller   int
 	reconcileEvery time.Duration
 }
 
@@ -56,6 +57,7 @@ func main() {
 			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
 			fs.Int64Var(&f.maxHistory, "max-history-bytes", fsm.DefaultMaxHistoryBytes, "encoded bytes of events the event log keeps before the oldest revisions are dropped (the latest is always kept); set the same on every member")
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
+			fs.IntVar(&f.maxPerCaller, "max-watches-per-caller", 1000, "concurrent watches one caller (node or operator token) may hold on this node; control-plane members and admin operators count only against --max-watches")
 			fs.DurationVar(&f.reconcileEvery, "reconcile-interval", 5*time.Second, "how often the leader compares the member registry with gossip in full (gossip events also trigger it)")
 		},
 		Start: func(ctx context.Context, env *daemon.Env) (func(context.Context) error, error) {
@@ -86,6 +88,9 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 	if f.maxRevisions < 1 {
 		return nil, fmt.Errorf("--max-revisions: %d is less than 1", f.maxRevisions)
 	}
+	if f.maxWatches < 1 || f.maxPerCaller < 1 {
+		return nil, fmt.Errorf("--max-watches (%d) and --max-watches-per-caller (%d) must be at least 1", f.maxWatches, f.maxPerCaller)
+	}
 	if f.maxHistory < 1 {
 		return nil, fmt.Errorf("--max-history-bytes: %d is less than 1", f.maxHistory)
 	}
@@ -107,7 +112,7 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 			SnapshotEvery: f.snapshotEvery,
 		},
 		FSM:   fsm.Config{MaxRevisions: f.maxRevisions, MaxHistoryBytes: f.maxHistory},
-		Watch: watch.Config{MaxWatches: f.maxWatches},
+		Watch: watch.Config{MaxWatches: f.maxWatches, MaxWatchesPerCaller: f.maxPerCaller, Caller: daemon.Caller},
 		// Raft streams and forwarded writes go to the other members as this
 		// node: TLS when configured, authenticated with the cluster secret.
 		Dial:   env.Client,
