@@ -36,6 +36,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Guard checks writes at the API; nil allows every write.
 	Guard api.WriteGuard
+	// MaxRequestBytes is every member's request limit; default
+	// grpcserver.DefaultMaxRequestBytes.
+	MaxRequestBytes int
 }
 
 // Cluster is a running in-process control plane.
@@ -114,7 +117,10 @@ func (c *Cluster) NewMember(name string) int {
 func (c *Cluster) StartNode(i int) {
 	c.t.Helper()
 	n := c.Nodes[i]
-	srv, err := grpcserver.New(grpcserver.Config{Addr: n.Addr, Logger: c.opts.Logger, InternalServices: []string{"/hivemind.raft.v1.Raft/"}})
+	srv, err := grpcserver.New(grpcserver.Config{
+		Addr: n.Addr, Logger: c.opts.Logger,
+		MaxRequestBytes: c.opts.MaxRequestBytes, InternalServices: []string{"/hivemind.raft.v1.Raft/"},
+	})
 	if err != nil {
 		c.t.Fatal(err)
 	}
