@@ -32,6 +32,7 @@ type flags struct {
 	tick           time.Duration
 	electionTicks  int
 	snapshotEvery  uint64
+	snapshotBytes  uint64
 	maxRevisions   int64
 	maxHistory     int64
 	maxWatches     int
@@ -54,6 +55,7 @@ func main() {
 			fs.DurationVar(&f.tick, "tick-interval", 100*time.Millisecond, "raft tick; heartbeats every tick")
 			fs.IntVar(&f.electionTicks, "election-ticks", 10, "ticks without a leader before a follower campaigns")
 			fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "applied entries between raft snapshots")
+			fs.Uint64Var(&f.snapshotBytes, "snapshot-every-bytes", 64<<20, "bytes of applied entries after which a raft snapshot is taken even before --snapshot-every entries; the log kept behind a snapshot is bounded by as much")
 			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
 			fs.Int64Var(&f.maxHistory, "max-history-bytes", fsm.DefaultMaxHistoryBytes, "encoded bytes of events the event log keeps before the oldest revisions are dropped (the latest is always kept); set the same on every member")
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
@@ -91,6 +93,9 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 	if f.maxWatches < 1 || f.maxPerCaller < 1 {
 		return nil, fmt.Errorf("--max-watches (%d) and --max-watches-per-caller (%d) must be at least 1", f.maxWatches, f.maxPerCaller)
 	}
+	if f.snapshotBytes < 1<<20 {
+		return nil, fmt.Errorf("--snapshot-every-bytes: %d is less than 1 MiB", f.snapshotBytes)
+	}
 	if f.maxHistory < 1 {
 		return nil, fmt.Errorf("--max-history-bytes: %d is less than 1", f.maxHistory)
 	}
@@ -110,6 +115,10 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 			TickInterval:  f.tick,
 			ElectionTicks: f.electionTicks,
 			SnapshotEvery: f.snapshotEvery,
+			// The log kept behind a snapshot for slow followers is bounded
+			// in bytes as well as entries, by the same amount.
+			SnapshotEveryBytes:  f.snapshotBytes,
+			SnapshotMarginBytes: f.snapshotBytes,
 		},
 		FSM:   fsm.Config{MaxRevisions: f.maxRevisions, MaxHistoryBytes: f.maxHistory},
 		Watch: watch.Config{MaxWatches: f.maxWatches, MaxWatchesPerCaller: f.maxPerCaller, Caller: daemon.Caller},
