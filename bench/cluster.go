@@ -119,7 +119,11 @@ func startHivemindWith(dir, binDir string, extra func(i int) []string) (*procs, 
 	}
 	p := &procs{dir: dir}
 	// A fresh secret and operator token, passed as files so they stay out
-	// of the process list.
+	// of the process list. The token has the admin scope: the bench's
+	// thousands of clients share it, and admin operators are exempt from
+	// the per-caller rate limit and watch cap (--rate-limit,
+	// --max-watches-per-caller), which would otherwise throttle the load
+	// being measured.
 	apiToken = auth.GenerateAPIToken()
 	secretFile, tokensFile := filepath.Join(dir, "cluster-secret"), filepath.Join(dir, "api-tokens")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -128,7 +132,7 @@ func startHivemindWith(dir, binDir string, extra func(i int) []string) (*procs, 
 	if err := os.WriteFile(secretFile, []byte(auth.GenerateAPIToken()), 0o600); err != nil {
 		return nil, nil, err
 	}
-	if err := os.WriteFile(tokensFile, []byte("bench="+apiToken+":read,write\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokensFile, []byte("bench="+apiToken+":read,write,admin\n"), 0o600); err != nil {
 		return nil, nil, err
 	}
 	var cluster, eps []string

@@ -30,6 +30,15 @@ type Members interface {
 	Binding(ctx context.Context, name string) (b Binding, ok bool, err error)
 }
 
+// CachedMembers is a Members that can also answer from what it holds,
+// without reading anything. The per-call check runs before a request is
+// read, on the connection's reader (grpcserver's tap), where it must not
+// block; it uses CachedBinding when the registry offers it.
+type CachedMembers interface {
+	Members
+	CachedBinding(name string) (b Binding, ok bool)
+}
+
 // Directory is the registry as authentication sees it: a Members that a
 // role plugs in once it has one. Until then no name is bound, so nodes are
 // admitted to join and nothing else.
@@ -57,13 +66,24 @@ func (d *Directory) Binding(ctx context.Context, name string) (Binding, bool, er
 	return box.m.Binding(ctx, name)
 }
 
+// cached is Binding without blocking, where the source can.
+func (d *Directory) cached(ctx context.Context, name string) (Binding, bool, error) {
+	if box := d.src.Load(); box != nil {
+		if c, ok := box.m.(CachedMembers); ok {
+			b, ok := c.CachedBinding(name)
+			return b, ok, nil
+		}
+	}
+	return d.Binding(ctx, name)
+}
+
 // errNotMember is why a node credential stopped being good.
 var errNotMember = errors.New("not a member")
 
 // checkMember is the per-call check of a node's token against the
 // registry: the name must still be bound, to the key the token proved.
 func (d *Directory) checkMember(ctx context.Context, id Identity) error {
-	b, ok, err := d.Binding(ctx, id.Name)
+	b, ok, err := d.cached(ctx, id.Name)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "checking node %s against the member registry: %v", id.Name, err)
 	}

@@ -61,11 +61,8 @@ func (c *memberCache) issuerKey(name string) (ed25519.PublicKey, bool) {
 	c.mu.Lock()
 	k, ok := c.issuers[name]
 	c.mu.Unlock()
-	if !ok && c.refreshing.CompareAndSwap(false, true) {
-		go func() {
-			defer c.refreshing.Store(false)
-			c.refresh(context.Background())
-		}()
+	if !ok {
+		c.refreshInBackground()
 	}
 	return k, ok
 }
@@ -118,6 +115,26 @@ func (c *memberCache) Binding(ctx context.Context, name string) (auth.Binding, b
 	return b, ok, nil
 }
 
+// CachedBinding implements auth.CachedMembers: the answer from what the
+// cache holds, never blocking; when it is due for a read, one starts in
+// the background.
+func (c *memberCache) CachedBinding(name string) (auth.Binding, bool) {
+	b, ok, stale := c.lookup(name)
+	if stale {
+		c.refreshInBackground()
+	}
+	return b, ok
+}
+
+func (c *memberCache) refreshInBackground() {
+	if c.refreshing.CompareAndSwap(false, true) {
+		go func() {
+			defer c.refreshing.Store(false)
+			c.refresh(context.Background())
+		}()
+	}
+}
+
 // refresh reads the registry again, once for all the callers that found
 // it stale at the same time. A failed read keeps what is known: callers
 // are checked against the last registry the node saw.
@@ -146,3 +163,5 @@ func (c *memberCache) refresh(ctx context.Context) {
 	}
 	c.fill(d)
 }
+
+var _ auth.CachedMembers = (*memberCache)(nil)

@@ -58,8 +58,6 @@ type Role struct {
 	DefaultGossipAddr string
 	// DefaultRequires are the roles this role needs to be ready.
 	DefaultRequires []string
-	// MaxRecvMsgSize bounds an incoming gRPC message; 0 means the server default.
-	MaxRecvMsgSize int
 	// Flags registers the role's own flags. May be nil.
 	Flags func(fs *flag.FlagSet)
 	// Start builds and starts the role on env. The returned stop function
@@ -86,6 +84,8 @@ type Common struct {
 	TLS               tlsconfig.Files
 	// Membership: gossip, seeds and required roles (see cluster.go).
 	Cluster ClusterFlags
+	// Limits on what one caller can make this node do (see limits.go).
+	Limits LimitFlags
 }
 
 func (c *Common) register(fs *flag.FlagSet, r Role) {
@@ -106,6 +106,7 @@ func (c *Common) register(fs *flag.FlagSet, r Role) {
 	fs.StringVar(&c.TLS.Key, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.TLS.CA, "tls-ca", "", "PEM CA that signs the other nodes' certificates; servers then verify client certificates when presented")
 	c.Cluster.register(fs, r)
+	c.Limits.register(fs)
 }
 
 // Env is what a role's Start gets to build on.
@@ -165,6 +166,10 @@ func Run(ctx context.Context, r Role, args []string, stderr io.Writer) int {
 		return 2
 	}
 	logger = logger.With("role", r.Name, "node", c.NodeName)
+	if err := c.Limits.validate(); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", r.Command, err)
+		return 2
+	}
 	sec, err := loadSecurity(c)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", r.Command, err)
@@ -231,8 +236,11 @@ func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Log
 	tokens := auth.NewTokens(nil)
 	authn := auth.NewAuthenticator(auth.NewPolicy(), tokens, sec.operators, members)
 	srv, err := grpcserver.New(grpcserver.Config{
-		Addr: c.GRPCAddr, Logger: logger, Registerer: reg, MaxRecvMsgSize: r.MaxRecvMsgSize,
+		Addr: c.GRPCAddr, Logger: logger, Registerer: reg,
 		Auth: authn, TLS: sec.serverTLS,
+		MaxRequestBytes:  c.Limits.MaxRequestBytes,
+		InternalServices: []string{"/hivemind.raft.v1.Raft/"},
+		RateLimit:        c.Limits.rateLimit(),
 	})
 	if err != nil {
 		return err

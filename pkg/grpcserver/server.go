@@ -1,7 +1,8 @@
-// Package grpcserver builds the gRPC server every hivemind role runs: the
-// same interceptor chain (panic recovery, Prometheus metrics, one log line
-// per call, authentication, input validation), gRPC health, server
-// reflection, keepalive and graceful stop.
+// Package grpcserver builds the gRPC server every hivemind role runs:
+// authentication and a per-caller rate limit before a request is read (see
+// limits.go), a request size limit, the same interceptor chain (panic
+// recovery, Prometheus metrics, one log line per call, input validation),
+// gRPC health, server reflection, keepalive and graceful stop.
 package grpcserver
 
 import (
@@ -60,8 +61,16 @@ type Config struct {
 	Auth Authenticator
 	// TLS, when set, serves TLS (or mTLS) instead of plaintext.
 	TLS credentials.TransportCredentials
-	// MaxRecvMsgSize bounds an incoming message. Default: 8 MiB.
-	MaxRecvMsgSize int
+	// MaxRequestBytes bounds a request message; a larger one is refused
+	// with RESOURCE_EXHAUSTED naming the limit. Default:
+	// DefaultMaxRequestBytes (4 MiB); at least MinMaxRequestBytes.
+	MaxRequestBytes int
+	// InternalServices are service name prefixes (e.g.
+	// "/hivemind.raft.v1.Raft/") whose messages may be up to EnvelopeBytes
+	// larger than MaxRequestBytes. Default: none.
+	InternalServices []string
+	// RateLimit bounds the calls each caller may start. Default: none.
+	RateLimit RateLimit
 	// Keepalive defaults: ping idle clients every 30s, drop them after 10s
 	// without an answer, accept client pings every 10s at most.
 	Keepalive keepalive.ServerParameters
@@ -76,6 +85,9 @@ type Server struct {
 	lis     net.Listener
 	metrics *grpcprom.ServerMetrics
 	log     *slog.Logger
+	// streams names the registered streaming methods, for the log line of
+	// a call refused before it reached a handler. Written once in Serve.
+	streams map[string]bool
 }
 
 // New listens on cfg.Addr and builds the server. Register services on
@@ -87,8 +99,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Auth == nil {
 		cfg.Auth = AllowAll{}
 	}
-	if cfg.MaxRecvMsgSize == 0 {
-		cfg.MaxRecvMsgSize = 8 << 20
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.MaxRequestBytes < MinMaxRequestBytes {
+		return nil, fmt.Errorf("max request bytes: %d is less than the minimum %d", cfg.MaxRequestBytes, MinMaxRequestBytes)
 	}
 	if cfg.Keepalive == (keepalive.ServerParameters{}) {
 		cfg.Keepalive = keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
@@ -111,16 +126,35 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger.ErrorContext(ctx, "panic in grpc handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "grpc_server_refused_total",
+		Help: "Calls refused before their request was read (authentication, rate limit), by gRPC code.",
+	}, []string{"grpc_code"})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(refused); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("register grpc metrics: %w", err)
+		}
+	}
+	s := &Server{lis: lis, metrics: metrics, log: cfg.Logger}
+	g := &gate{auth: cfg.Auth, limiter: newLimiter(cfg.RateLimit), refused: func(ctx context.Context, method string, err error) {
+		refused.WithLabelValues(status.Code(err).String()).Inc()
+		logFailure(ctx, cfg.Logger, method, s.methodType(method), time.Now(), err)
+	}}
+	// The tap authenticated every call but health before its request was
+	// read; this is a second line for a call that did not pass through it.
 	authFn := func(ctx context.Context) (context.Context, error) {
 		method, _ := grpc.Method(ctx)
-		if strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+		if ctx.Value(gatedKey{}) != nil || strings.HasPrefix(method, healthPrefix) {
 			return ctx, nil
 		}
 		return cfg.Auth.Authenticate(ctx, method)
 	}
+	sizes := sizeCheck{max: cfg.MaxRequestBytes, internal: cfg.InternalServices}
 
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.InTapHandle(g.tap),
+		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes + EnvelopeBytes),
 		grpc.KeepaliveParams(cfg.Keepalive),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Order matters: metrics and logging see every outcome, including
@@ -130,6 +164,7 @@ func New(cfg Config) (*Server, error) {
 			gatedUnary(cfg.Logger, logging.UnaryServerInterceptor(logger, logOpts...)),
 			recovery.UnaryServerInterceptor(recoverOpts...),
 			auth.UnaryServerInterceptor(authFn),
+			sizes.unary(),
 			validator.UnaryServerInterceptor(),
 		),
 		grpc.ChainStreamInterceptor(
@@ -137,6 +172,7 @@ func New(cfg Config) (*Server, error) {
 			gatedStream(cfg.Logger, logging.StreamServerInterceptor(logger, logOpts...)),
 			recovery.StreamServerInterceptor(recoverOpts...),
 			auth.StreamServerInterceptor(authFn),
+			sizes.stream(),
 			validator.StreamServerInterceptor(),
 		),
 	}
@@ -145,18 +181,20 @@ func New(cfg Config) (*Server, error) {
 	}
 	opts = append(opts, cfg.ExtraOptions...)
 
-	s := &Server{
-		grpc:    grpc.NewServer(opts...),
-		health:  health.NewServer(),
-		lis:     lis,
-		metrics: metrics,
-		log:     cfg.Logger,
-	}
+	s.grpc = grpc.NewServer(opts...)
+	s.health = health.NewServer()
 	// Not serving until the role says it is ready.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	return s, nil
+}
+
+func (s *Server) methodType(method string) string {
+	if s.streams[method] {
+		return "stream"
+	}
+	return "unary"
 }
 
 // callLogger adapts slog to the middleware's logger: one line per finished
@@ -190,6 +228,15 @@ func (s *Server) Serve() error {
 	// Metrics are initialised here so every registered method shows up in
 	// /metrics at zero before its first call.
 	s.metrics.InitializeMetrics(s.grpc)
+	streams := map[string]bool{}
+	for svc, info := range s.grpc.GetServiceInfo() {
+		for _, m := range info.Methods {
+			if m.IsClientStream || m.IsServerStream {
+				streams["/"+svc+"/"+m.Name] = true
+			}
+		}
+	}
+	s.streams = streams
 	err := s.grpc.Serve(s.lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil

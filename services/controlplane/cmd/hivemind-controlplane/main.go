@@ -31,8 +31,11 @@ type flags struct {
 	tick           time.Duration
 	electionTicks  int
 	snapshotEvery  uint64
+	snapshotBytes  uint64
 	maxRevisions   int64
+	maxHistory     int64
 	maxWatches     int
+	maxPerCaller   int
 	reconcileEvery time.Duration
 	maxClockSkew   time.Duration
 }
@@ -45,18 +48,19 @@ func main() {
 		Synopsis:           "Control plane: the raft-replicated event log, resource tree, intents and membership.",
 		DefaultGRPCAddr:    "127.0.0.1:7000",
 		DefaultMetricsAddr: "127.0.0.1:9100",
-		// Raft snapshots travel as one message.
-		MaxRecvMsgSize:    raftnode.MaxMessageSize,
-		DefaultGossipAddr: "127.0.0.1:7946",
+		DefaultGossipAddr:  "127.0.0.1:7946",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&f.cluster, "initial-cluster", "", "the control-plane members as name=host:port,… (this node included); used on first start")
 			fs.BoolVar(&f.join, "join", false, "join a running cluster (after MemberAdd) instead of bootstrapping a new one")
 			fs.DurationVar(&f.tick, "tick-interval", 100*time.Millisecond, "raft tick; heartbeats every tick")
 			fs.IntVar(&f.electionTicks, "election-ticks", 10, "ticks without a leader before a follower campaigns")
 			fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "applied entries between raft snapshots")
+			fs.Uint64Var(&f.snapshotBytes, "snapshot-every-bytes", 64<<20, "bytes of applied entries after which a raft snapshot is taken even before --snapshot-every entries; the log kept behind a snapshot is bounded by as much")
 			fs.Int64Var(&f.maxRevisions, "max-revisions", 100000, "revisions of the event log kept before the oldest are dropped")
+			fs.Int64Var(&f.maxHistory, "max-history-bytes", fsm.DefaultMaxHistoryBytes, "encoded bytes of events the event log keeps before the oldest revisions are dropped (the latest is always kept); set the same on every member")
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
 			fs.DurationVar(&f.maxClockSkew, "max-clock-skew", replica.DefaultMaxClockSkew, "how far ahead of the leader's clock a writer's hlc (Put, Delete) may be; a write stamped later is refused with INVALID_ARGUMENT")
+			fs.IntVar(&f.maxPerCaller, "max-watches-per-caller", 1000, "concurrent watches one caller (node or operator token) may hold on this node; control-plane members and admin operators count only against --max-watches")
 			fs.DurationVar(&f.reconcileEvery, "reconcile-interval", 5*time.Second, "how often the leader compares the member registry with gossip in full (gossip events also trigger it)")
 		},
 		Start: func(ctx context.Context, env *daemon.Env) (func(context.Context) error, error) {
@@ -87,6 +91,18 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 	if f.maxClockSkew <= 0 {
 		return nil, fmt.Errorf("--max-clock-skew: %s; must be positive", f.maxClockSkew)
 	}
+	if f.maxRevisions < 1 {
+		return nil, fmt.Errorf("--max-revisions: %d is less than 1", f.maxRevisions)
+	}
+	if f.maxWatches < 1 || f.maxPerCaller < 1 {
+		return nil, fmt.Errorf("--max-watches (%d) and --max-watches-per-caller (%d) must be at least 1", f.maxWatches, f.maxPerCaller)
+	}
+	if f.snapshotBytes < 1<<20 {
+		return nil, fmt.Errorf("--snapshot-every-bytes: %d is less than 1 MiB", f.snapshotBytes)
+	}
+	if f.maxHistory < 1 {
+		return nil, fmt.Errorf("--max-history-bytes: %d is less than 1", f.maxHistory)
+	}
 	peers, err := parseCluster(f.cluster)
 	if err != nil {
 		return nil, err
@@ -103,9 +119,13 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 			TickInterval:  f.tick,
 			ElectionTicks: f.electionTicks,
 			SnapshotEvery: f.snapshotEvery,
+			// The log kept behind a snapshot for slow followers is bounded
+			// in bytes as well as entries, by the same amount.
+			SnapshotEveryBytes:  f.snapshotBytes,
+			SnapshotMarginBytes: f.snapshotBytes,
 		},
-		FSM:   fsm.Config{MaxRevisions: f.maxRevisions},
-		Watch: watch.Config{MaxWatches: f.maxWatches},
+		FSM:   fsm.Config{MaxRevisions: f.maxRevisions, MaxHistoryBytes: f.maxHistory},
+		Watch: watch.Config{MaxWatches: f.maxWatches, MaxWatchesPerCaller: f.maxPerCaller, Caller: daemon.Caller},
 		// Raft streams and forwarded writes go to the other members as this
 		// node: TLS when configured, authenticated with the cluster secret.
 		Dial:         env.Client,

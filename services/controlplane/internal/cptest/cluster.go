@@ -40,6 +40,9 @@ type Options struct {
 	// the caller's auth.Identity in the context); nil lets every call in
 	// without an identity.
 	Auth grpcserver.Authenticator
+	// MaxRequestBytes is every member's request limit; default
+	// grpcserver.DefaultMaxRequestBytes.
+	MaxRequestBytes int
 }
 
 // Cluster is a running in-process control plane.
@@ -118,7 +121,10 @@ func (c *Cluster) NewMember(name string) int {
 func (c *Cluster) StartNode(i int) {
 	c.t.Helper()
 	n := c.Nodes[i]
-	srv, err := grpcserver.New(grpcserver.Config{Addr: n.Addr, Logger: c.opts.Logger, MaxRecvMsgSize: raftnode.MaxMessageSize, Auth: c.opts.Auth})
+	srv, err := grpcserver.New(grpcserver.Config{
+		Addr: n.Addr, Logger: c.opts.Logger, Auth: c.opts.Auth,
+		MaxRequestBytes: c.opts.MaxRequestBytes, InternalServices: []string{"/hivemind.raft.v1.Raft/"},
+	})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -90,8 +90,11 @@
 // # Retention
 //
 // The event log keeps the last Config.MaxRevisions revisions (100,000 by
-// default) in memory; older ones are dropped whole, without changing the
-// epoch. Compact(revision) drops every revision before it, advances the
+// default) in memory, and at most Config.MaxHistoryBytes of encoded events
+// (256 MiB by default, the latest revision always kept whatever its size);
+// older revisions are dropped whole, oldest first, without changing the
+// epoch. Sizes are the events' encoded sizes, so members with the same
+// configuration drop the same revisions. Compact(revision) drops every revision before it, advances the
 // epoch and emits cluster.compacted; a revision after the current one is
 // rejected with OUT_OF_RANGE on field "revision"; one at or before the
 // oldest retained revision is a no-op. Reading older history fails with

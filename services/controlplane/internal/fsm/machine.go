@@ -21,6 +21,10 @@ type Config struct {
 	// MaxRevisions of the event log kept before the oldest are dropped.
 	// Default 100,000.
 	MaxRevisions int64
+	// MaxHistoryBytes bounds the encoded size of the events kept; beyond
+	// it the oldest revisions are dropped whole (the latest one is always
+	// kept). Default 256 MiB.
+	MaxHistoryBytes int64
 	// IdempotencyWindow is how many idempotency keys are remembered.
 	// Default 10,000.
 	IdempotencyWindow int
@@ -28,6 +32,9 @@ type Config struct {
 
 // TestConfig is a preset with small bounds, so tests reach them quickly.
 func TestConfig() Config { return Config{MaxRevisions: 50, IdempotencyWindow: 8} }
+
+// DefaultMaxHistoryBytes is the history size kept when Config sets none.
+const DefaultMaxHistoryBytes = 256 << 20
 
 // ErrCompacted is returned for history older than the oldest retained
 // revision.
@@ -51,16 +58,21 @@ type Machine struct {
 	lastHLC uint64
 	kvs     *btree.BTreeG[*hivemindv1.KeyValue]
 	events  []*hivemindv1.Event
-	intents map[string]*hivemindv1.Intent
-	applied map[string]*raftv1.Result
-	order   []string // idempotency keys, a ring starting at head
-	head    int
+	// historyBytes is the encoded size of events (see eventBytes).
+	historyBytes int64
+	intents      map[string]*hivemindv1.Intent
+	applied      map[string]*raftv1.Result
+	order        []string // idempotency keys, a ring starting at head
+	head         int
 }
 
 // New returns an empty machine.
 func New(cfg Config) *Machine {
 	if cfg.MaxRevisions <= 0 {
 		cfg.MaxRevisions = 100_000
+	}
+	if cfg.MaxHistoryBytes <= 0 {
+		cfg.MaxHistoryBytes = DefaultMaxHistoryBytes
 	}
 	if cfg.IdempotencyWindow <= 0 {
 		cfg.IdempotencyWindow = 10_000
@@ -73,7 +85,7 @@ func New(cfg Config) *Machine {
 func (m *Machine) reset() {
 	m.rev, m.epoch, m.oldest, m.lastHLC = 0, 1, 1, 0
 	m.kvs = btree.NewG(32, func(a, b *hivemindv1.KeyValue) bool { return a.Key < b.Key })
-	m.events = nil
+	m.events, m.historyBytes = nil, 0
 	m.intents = map[string]*hivemindv1.Intent{}
 	m.applied = map[string]*raftv1.Result{}
 	m.order, m.head = nil, 0
@@ -148,6 +160,9 @@ func (m *Machine) Apply(cmd *raftv1.Command) (*raftv1.Result, []*hivemindv1.Even
 	if len(c.events) > 0 {
 		m.rev = c.rev
 		m.events = append(m.events, c.events...)
+		for _, e := range c.events {
+			m.historyBytes += eventBytes(e)
+		}
 		m.retain()
 	}
 	res.Revision = m.rev
@@ -250,23 +265,54 @@ func (m *Machine) window() []string {
 	return append(append([]string(nil), m.order[m.head:]...), m.order[:m.head]...)
 }
 
-// retain drops the oldest revisions beyond MaxRevisions.
+// retain drops the oldest revisions beyond MaxRevisions, then more of
+// the oldest while the history is larger than MaxHistoryBytes, always
+// whole revisions and never the latest. The decision depends only on the
+// log and the configuration, so members configured alike drop alike.
 func (m *Machine) retain() {
-	if m.rev-m.oldest+1 <= m.cfg.MaxRevisions {
+	if m.rev-m.oldest+1 > m.cfg.MaxRevisions {
+		m.dropBefore(m.rev - m.cfg.MaxRevisions + 1)
+	}
+	if m.historyBytes <= m.cfg.MaxHistoryBytes {
 		return
 	}
-	m.dropBefore(m.rev - m.cfg.MaxRevisions + 1)
+	excess := m.historyBytes - m.cfg.MaxHistoryBytes
+	i := 0
+	for i < len(m.events) && excess > 0 && m.events[i].GetRevision() < m.rev {
+		rev := m.events[i].GetRevision()
+		for i < len(m.events) && m.events[i].GetRevision() == rev {
+			excess -= eventBytes(m.events[i])
+			i++
+		}
+	}
+	if i > 0 {
+		m.dropBefore(m.events[i].GetRevision())
+	}
 }
+
+// eventBytes is what an event counts against MaxHistoryBytes: its encoded
+// size, the bytes a watcher receives for it.
+func eventBytes(e *hivemindv1.Event) int64 { return int64(e.SizeVT()) }
 
 // dropBefore removes events with a revision below rev.
 func (m *Machine) dropBefore(rev int64) {
 	i := sort.Search(len(m.events), func(i int) bool { return m.events[i].GetRevision() >= rev })
+	for _, e := range m.events[:i] {
+		m.historyBytes -= eventBytes(e)
+	}
 	m.events = m.events[i:]
 	// Copy once the dropped head is large, so its memory is released.
 	if cap(m.events) > 2*len(m.events)+1024 {
 		m.events = append([]*hivemindv1.Event(nil), m.events...)
 	}
 	m.oldest = rev
+}
+
+// HistoryBytes is the encoded size of the events the log retains.
+func (m *Machine) HistoryBytes() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.historyBytes
 }
 
 // Revision is the latest applied revision.

@@ -55,6 +55,9 @@ func (m *Machine) Restore(s *raftv1.Snapshot) error {
 		m.kvs.ReplaceOrInsert(kv)
 	}
 	m.events = append([]*hivemindv1.Event(nil), s.GetEvents()...)
+	for _, e := range m.events {
+		m.historyBytes += eventBytes(e)
+	}
 	for _, in := range s.GetIntents() {
 		m.intents[in.Key] = in
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -288,6 +289,7 @@ func (n *Node) restore(snap *raftpb.Snapshot) error {
 	n.confState = snap.GetMetadata().GetConfState()
 	n.snapIndex = snap.GetMetadata().GetIndex()
 	n.mu.Unlock()
+	n.sinceSnap = 0
 	if n.tr != nil {
 		for _, m := range list.GetMembers() {
 			if m.GetId() != n.cfg.ID {
@@ -307,16 +309,18 @@ type snapshotDone struct {
 	err  error
 }
 
-// maybeSnapshot starts a snapshot every SnapshotEvery applied entries. The
+// maybeSnapshot starts a snapshot every SnapshotEvery applied entries, or
+// SnapshotEveryBytes of applied entry data, whichever comes first. The
 // state is captured here, in log order; serialising and writing it happen
 // on another goroutine so that the Ready loop keeps committing meanwhile.
 func (n *Node) maybeSnapshot() error {
 	applied := n.applied.Load()
 	n.mu.Lock()
-	due := !n.snapping && (applied-n.snapIndex >= n.cfg.SnapshotEvery || n.snapshotNow)
+	due := !n.snapping && (applied-n.snapIndex >= n.cfg.SnapshotEvery || n.sinceSnap >= n.cfg.SnapshotEveryBytes || n.snapshotNow)
 	if due {
 		n.snapshotNow = false
 		n.snapping = true
+		n.sinceSnap = 0
 	}
 	cs := proto.Clone(n.confState).(*raftpb.ConfState)
 	n.mu.Unlock()
@@ -353,6 +357,32 @@ func (n *Node) maybeSnapshot() error {
 	return nil
 }
 
+// marginByBytes returns the lowest index in [from, idx] such that the
+// entries after it up to idx hold at most SnapshotMarginBytes of data, so
+// that compacting to it keeps that much at most behind the snapshot.
+func (n *Node) marginByBytes(from, idx uint64) uint64 {
+	first, err := n.storage.Raft().FirstIndex()
+	if err != nil {
+		return from
+	}
+	from = max(from, first)
+	if from > idx {
+		return from
+	}
+	ents, err := n.storage.Raft().Entries(from, idx+1, math.MaxUint64)
+	if err != nil {
+		return from
+	}
+	var kept uint64
+	for i := len(ents) - 1; i >= 0; i-- {
+		kept += uint64(len(ents[i].GetData()))
+		if kept > n.cfg.SnapshotMarginBytes {
+			return ents[i].GetIndex()
+		}
+	}
+	return from
+}
+
 // finishSnapshot records a snapshot written in the background and
 // compacts the log behind it, keeping SnapshotMargin entries.
 func (n *Node) finishSnapshot(d snapshotDone) error {
@@ -373,6 +403,7 @@ func (n *Node) finishSnapshot(d snapshotDone) error {
 	if idx > n.cfg.SnapshotMargin {
 		compactTo = idx - n.cfg.SnapshotMargin
 	}
+	compactTo = max(compactTo, n.marginByBytes(compactTo, idx))
 	if err := n.storage.Compacted(compactTo); err != nil {
 		return err
 	}

@@ -88,6 +88,14 @@ type Config struct {
 	// SnapshotMargin entries are kept after a snapshot for slow followers.
 	// Default 5,000.
 	SnapshotMargin uint64
+	// SnapshotEveryBytes of entry data applied, a snapshot is taken even
+	// before SnapshotEvery entries, so the log in memory and on disk stays
+	// bounded whatever the entries' sizes. Default 64 MiB.
+	SnapshotEveryBytes uint64
+	// SnapshotMarginBytes bounds the entries kept after a snapshot as
+	// SnapshotMargin does, in bytes of entry data: whichever keeps fewer
+	// entries wins. Default 64 MiB.
+	SnapshotMarginBytes uint64
 	// AutoPromote lets the leader promote learners once caught up. Default on
 	// (set DisableAutoPromote to turn it off).
 	DisableAutoPromote bool
@@ -119,6 +127,12 @@ func (c *Config) defaults() {
 	if c.SnapshotMargin == 0 {
 		c.SnapshotMargin = 5_000
 	}
+	if c.SnapshotEveryBytes == 0 {
+		c.SnapshotEveryBytes = 64 << 20
+	}
+	if c.SnapshotMarginBytes == 0 {
+		c.SnapshotMarginBytes = 64 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -141,10 +155,13 @@ type Node struct {
 	lastAppended atomic.Uint64         // index of the last entry handed out in a Ready
 	quorumErr    atomic.Pointer[error] // nil while this node has a quorum; see checkQuorum
 
-	mu          sync.Mutex
-	members     map[uint64]*hivemindv1.Member
-	confState   *raftpb.ConfState
-	snapIndex   uint64
+	mu        sync.Mutex
+	members   map[uint64]*hivemindv1.Member
+	confState *raftpb.ConfState
+	snapIndex uint64
+	// sinceSnap is the entry data applied since the last snapshot began;
+	// only the Ready loop touches it.
+	sinceSnap   uint64
 	snapshotNow bool
 	snapping    bool                // a snapshot is being written in the background
 	snapDone    chan snapshotDone   // its outcome, back to the Ready loop
@@ -391,7 +408,12 @@ func (n *Node) run() {
 			n.rn.Tick()
 			n.checkQuorum()
 		case d := <-n.snapDone:
-			if err := n.finishSnapshot(d); err != nil {
+			// A snapshot may have come due while this one was written.
+			err := n.finishSnapshot(d)
+			if err == nil {
+				err = n.maybeSnapshot()
+			}
+			if err != nil {
 				n.log.Error("raft: stopping after a storage failure", "err", err)
 				n.fail(err)
 				return
@@ -486,6 +508,7 @@ func (n *Node) apply(e *raftpb.Entry) error {
 		cs := n.rn.ApplyConfChange(cc)
 		n.applyMembers(cc, cs)
 	}
+	n.sinceSnap += uint64(len(e.GetData()))
 	n.applied.Store(e.GetIndex())
 	return nil
 }

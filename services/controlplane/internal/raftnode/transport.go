@@ -3,6 +3,7 @@ package raftnode
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
+	"github.com/hivemind/hivemind/pkg/grpcserver"
 )
 
 // Transport carries raft messages to peers. Send must not block: a message
@@ -38,9 +40,17 @@ type Reporter interface {
 	ClusterID() uint64
 }
 
-// MaxMessageSize bounds one raft message batch on the wire; snapshots travel
-// as one message.
+// MaxMessageSize bounds one raft message (a snapshot travels as one) and
+// one record of the write-ahead log. It is the raft limit: larger than any
+// request a member accepts from a client, so a message larger than a
+// request travels in fragments (see FrameBytes), joined again only on the
+// Raft service, whose callers are authenticated members.
 const MaxMessageSize = 512 << 20
+
+// FrameBytes bounds the raft data of one Raft/Send request: small messages
+// share a request, a larger one is cut into fragments. Every member reads
+// requests of this size, whatever its --max-request-bytes.
+const FrameBytes = grpcserver.MinMaxRequestBytes
 
 // GRPCTransport sends raft messages over one long-lived client stream per
 // peer (hivemind.raft.v1.Raft/Send).
@@ -182,7 +192,7 @@ func (t *GRPCTransport) run(ctx context.Context, p *peer) {
 			stream, err = raftv1.NewRaftClient(conn).Send(sctx)
 		}
 		if err == nil {
-			err = stream.Send(encode(batch))
+			err = sendFrames(stream, batch)
 		}
 		if err != nil {
 			reset()
@@ -214,16 +224,84 @@ func (t *GRPCTransport) failed(id uint64, batch []*raftpb.Message) {
 	}
 }
 
-func encode(batch []*raftpb.Message) *raftv1.SendRequest {
-	req := &raftv1.SendRequest{Messages: make([][]byte, 0, len(batch))}
+// sendFrames sends a batch as requests of at most FrameBytes of raft data:
+// messages in order, small ones together, a larger one as fragments. A
+// failure part way leaves the receiver with a partial message, which it
+// drops when the stream ends; the sender then reconnects and raft resends.
+func sendFrames(stream raftv1.Raft_SendClient, batch []*raftpb.Message) error {
+	for _, req := range sendRequests(batch, FrameBytes) {
+		if err := stream.Send(req); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// perMessage is what a message adds to a request beside its bytes: the
+// field tag and a length of up to 5 bytes.
+const perMessage = 6
+
+// sendRequests splits batch into requests of at most frame bytes of raft data.
+func sendRequests(batch []*raftpb.Message, frame int) []*raftv1.SendRequest {
+	var (
+		out  []*raftv1.SendRequest
+		cur  = &raftv1.SendRequest{}
+		size int
+	)
+	flush := func() {
+		if len(cur.Messages) > 0 {
+			out = append(out, cur)
+			cur, size = &raftv1.SendRequest{}, 0
+		}
+	}
 	for _, m := range batch {
 		b, err := proto.Marshal(m)
 		if err != nil {
 			continue
 		}
-		req.Messages = append(req.Messages, b)
+		if len(b)+perMessage > frame {
+			flush()
+			for off := 0; off < len(b); off += frame {
+				end := min(off+frame, len(b))
+				out = append(out, &raftv1.SendRequest{Fragment: b[off:end], LastFragment: end == len(b)})
+			}
+			continue
+		}
+		if size+len(b)+perMessage > frame {
+			flush()
+		}
+		cur.Messages = append(cur.Messages, b)
+		size += len(b) + perMessage
 	}
-	return req
+	flush()
+	return out
+}
+
+// ErrMessageTooLarge is returned by ServeSend when a peer's fragments add
+// up to more than the raft limit, MaxMessageSize.
+var ErrMessageTooLarge = errors.New("raft message larger than the raft limit")
+
+// reassembly joins the fragments of one message, up to limit bytes.
+type reassembly struct {
+	limit int
+	buf   []byte
+}
+
+// add takes one request's fragment and returns the whole message once its
+// last fragment has arrived.
+func (r *reassembly) add(req *raftv1.SendRequest) ([]byte, error) {
+	frag := req.GetFragment()
+	if len(r.buf)+len(frag) > r.limit {
+		r.buf = nil
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrMessageTooLarge, r.limit)
+	}
+	r.buf = append(r.buf, frag...)
+	if !req.GetLastFragment() {
+		return nil, nil
+	}
+	b := r.buf
+	r.buf = nil
+	return b, nil
 }
 
 // ServeSend is the receiving side of Raft/Send: it steps every message of
@@ -240,6 +318,19 @@ func (n *Node) ServeSend(stream raftv1.Raft_SendServer, from uint64) error {
 		n.log.Warn("raft: refusing a peer", "err", err)
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
+	return receive(stream, func(m *raftpb.Message) error {
+		if from != 0 && m.GetFrom() != from {
+			n.log.Warn("raft: refusing a message with a sender other than the authenticated peer", "from", m.GetFrom(), "peer", from, "type", m.GetType())
+			return status.Errorf(codes.PermissionDenied, "raft message from %x on a stream authenticated as member %x: a peer sends only as itself", m.GetFrom(), from)
+		}
+		return n.Step(stream.Context(), m)
+	})
+}
+
+// receive reads a Raft/Send stream until the peer closes it, joining
+// fragments, and hands every message to step in order.
+func receive(stream raftv1.Raft_SendServer, step func(*raftpb.Message) error) error {
+	pieces := reassembly{limit: MaxMessageSize}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -248,16 +339,26 @@ func (n *Node) ServeSend(stream raftv1.Raft_SendServer, from uint64) error {
 		if err != nil {
 			return err
 		}
-		for _, b := range req.GetMessages() {
+		msgs := req.GetMessages()
+		if len(req.GetFragment()) > 0 || req.GetLastFragment() {
+			if len(msgs) > 0 {
+				return status.Error(codes.InvalidArgument, "fragment: a request carries messages or a fragment, not both")
+			}
+			b, err := pieces.add(req)
+			if err != nil {
+				return status.Error(codes.ResourceExhausted, err.Error())
+			}
+			if b == nil {
+				continue
+			}
+			msgs = [][]byte{b}
+		}
+		for _, b := range msgs {
 			m := &raftpb.Message{}
 			if err := proto.Unmarshal(b, m); err != nil {
-				return err
+				return status.Errorf(codes.InvalidArgument, "messages: %v", err)
 			}
-			if from != 0 && m.GetFrom() != from {
-				n.log.Warn("raft: refusing a message with a sender other than the authenticated peer", "from", m.GetFrom(), "peer", from, "type", m.GetType())
-				return status.Errorf(codes.PermissionDenied, "raft message from %x on a stream authenticated as member %x: a peer sends only as itself", m.GetFrom(), from)
-			}
-			if err := n.Step(stream.Context(), m); err != nil {
+			if err := step(m); err != nil {
 				return err
 			}
 		}

@@ -31,13 +31,23 @@ type Log interface {
 	Revision() int64
 }
 
-// ErrTooManyWatches is returned when the hub already serves MaxWatches.
+// ErrTooManyWatches is returned when the hub already serves MaxWatches,
+// or the caller already holds MaxWatchesPerCaller.
 var ErrTooManyWatches = errors.New("too many watches")
 
 // Config configures a Hub.
 type Config struct {
 	// MaxWatches bounds concurrent watches. Default 10,000.
 	MaxWatches int
+	// MaxWatchesPerCaller bounds the concurrent watches of one caller, so
+	// that one client cannot take every watch and starve the others.
+	// Default 1,000.
+	MaxWatchesPerCaller int
+	// Caller names the caller of a watch from its context, and says
+	// whether it is exempt from MaxWatchesPerCaller. ok false (no
+	// identity) counts the watch against MaxWatches only. Default: no
+	// caller is known.
+	Caller func(ctx context.Context) (key string, exempt, ok bool)
 	// Batch is how many events one pull reads at most. Default 1,000.
 	Batch int
 	// DefaultProgress is the idle time before a progress notification when
@@ -55,12 +65,21 @@ type Hub struct {
 	mu      sync.Mutex
 	applied chan struct{} // closed and replaced on every Notify
 	watches int
+	// perCaller counts the open watches of each caller not exempt; a
+	// caller without watches has no entry.
+	perCaller map[string]int
 }
 
 // New returns a hub over log.
 func New(log Log, cfg Config) *Hub {
 	if cfg.MaxWatches == 0 {
 		cfg.MaxWatches = 10_000
+	}
+	if cfg.MaxWatchesPerCaller == 0 {
+		cfg.MaxWatchesPerCaller = 1000
+	}
+	if cfg.Caller == nil {
+		cfg.Caller = func(context.Context) (string, bool, bool) { return "", false, false }
 	}
 	if cfg.Batch == 0 {
 		cfg.Batch = 1000
@@ -71,7 +90,7 @@ func New(log Log, cfg Config) *Hub {
 	if cfg.Header == nil {
 		cfg.Header = func(rev int64) *hivemindv1.ResponseHeader { return &hivemindv1.ResponseHeader{Revision: rev} }
 	}
-	return &Hub{cfg: cfg, log: log, applied: make(chan struct{})}
+	return &Hub{cfg: cfg, log: log, applied: make(chan struct{}), perCaller: map[string]int{}}
 }
 
 // Notify wakes every watcher; call it after each applied revision.
@@ -95,22 +114,44 @@ func (h *Hub) Watches() int {
 	return h.watches
 }
 
+// admit counts a new watch against the hub's and its caller's limits, and
+// returns the function that gives it back.
+func (h *Hub) admit(ctx context.Context) (release func(), err error) {
+	key, exempt, ok := h.cfg.Caller(ctx)
+	counted := ok && !exempt
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watches >= h.cfg.MaxWatches {
+		return nil, fmt.Errorf("%w: %d already open on this member, its limit", ErrTooManyWatches, h.cfg.MaxWatches)
+	}
+	if counted && h.perCaller[key] >= h.cfg.MaxWatchesPerCaller {
+		return nil, fmt.Errorf("%w: %s already holds %d, the most one caller may hold on this member", ErrTooManyWatches, key, h.cfg.MaxWatchesPerCaller)
+	}
+	h.watches++
+	if counted {
+		h.perCaller[key]++
+	}
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.watches--
+		if counted {
+			if h.perCaller[key]--; h.perCaller[key] == 0 {
+				delete(h.perCaller, key)
+			}
+		}
+	}, nil
+}
+
 // Serve runs one watch until ctx ends or send fails. A request whose start
 // revision is 0 starts after the current revision, and first gets a
 // progress response saying which revision that is.
 func (h *Hub) Serve(ctx context.Context, req *hivemindv1.WatchRequest, send func(*hivemindv1.WatchResponse) error) error {
-	h.mu.Lock()
-	if h.watches >= h.cfg.MaxWatches {
-		h.mu.Unlock()
-		return fmt.Errorf("%w: %d already open", ErrTooManyWatches, h.cfg.MaxWatches)
+	release, err := h.admit(ctx)
+	if err != nil {
+		return err
 	}
-	h.watches++
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		h.watches--
-		h.mu.Unlock()
-	}()
+	defer release()
 
 	progress := h.cfg.DefaultProgress
 	if d := req.GetProgressInterval().AsDuration(); d > 0 {

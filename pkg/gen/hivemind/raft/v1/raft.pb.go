@@ -28,7 +28,15 @@ const (
 type SendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// raftpb.Message, each marshalled.
-	Messages      [][]byte `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	Messages [][]byte `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// A piece of one marshalled raftpb.Message too large for one request (a
+	// snapshot, a large append), so that no request exceeds the members'
+	// request limit. The receiver joins the fragments of consecutive
+	// requests, up to its raft message limit, and steps the message at the
+	// request with last_fragment set. A request carries messages or a
+	// fragment, not both.
+	Fragment      []byte `protobuf:"bytes,2,opt,name=fragment,proto3" json:"fragment,omitempty"`
+	LastFragment  bool   `protobuf:"varint,3,opt,name=last_fragment,json=lastFragment,proto3" json:"last_fragment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -68,6 +76,20 @@ func (x *SendRequest) GetMessages() [][]byte {
 		return x.Messages
 	}
 	return nil
+}
+
+func (x *SendRequest) GetFragment() []byte {
+	if x != nil {
+		return x.Fragment
+	}
+	return nil
+}
+
+func (x *SendRequest) GetLastFragment() bool {
+	if x != nil {
+		return x.LastFragment
+	}
+	return false
 }
 
 type SendResponse struct {
@@ -974,9 +996,11 @@ var File_hivemind_raft_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hivemind_raft_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x1bhivemind/raft/v1/raft.proto\x12\x10hivemind.raft.v1\x1a\x1ehivemind/v1/controlplane.proto\x1a\x1chivemind/v1/membership.proto\")\n" +
+	"\x1bhivemind/raft/v1/raft.proto\x12\x10hivemind.raft.v1\x1a\x1ehivemind/v1/controlplane.proto\x1a\x1chivemind/v1/membership.proto\"j\n" +
 	"\vSendRequest\x12\x1a\n" +
-	"\bmessages\x18\x01 \x03(\fR\bmessages\"\x0e\n" +
+	"\bmessages\x18\x01 \x03(\fR\bmessages\x12\x1a\n" +
+	"\bfragment\x18\x02 \x01(\fR\bfragment\x12#\n" +
+	"\rlast_fragment\x18\x03 \x01(\bR\flastFragment\"\x0e\n" +
 	"\fSendResponse\"E\n" +
 	"\x0eForwardRequest\x123\n" +
 	"\acommand\x18\x01 \x01(\v2\x19.hivemind.raft.v1.CommandR\acommand\"C\n" +

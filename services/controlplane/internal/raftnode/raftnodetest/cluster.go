@@ -27,6 +27,7 @@ import (
 
 	raftv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/raft/v1"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/grpcserver"
 	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode"
 )
 
@@ -301,6 +302,11 @@ func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
+// peerRecvLimit is the smallest receive limit a member can have
+// (--max-request-bytes at its minimum), so raft traffic in these tests
+// crosses a limit that is tighter than any real one.
+const peerRecvLimit = grpcserver.MinMaxRequestBytes + grpcserver.EnvelopeBytes
+
 // peerServer is one member's gRPC endpoint. It outlives the member's runs,
 // so a restarted member keeps its address.
 type peerServer struct {
@@ -315,7 +321,7 @@ func newPeerServer(t testing.TB) *peerServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &peerServer{addr: l.Addr().String(), srv: grpc.NewServer(grpc.MaxRecvMsgSize(raftnode.MaxMessageSize))}
+	s := &peerServer{addr: l.Addr().String(), srv: grpc.NewServer(grpc.MaxRecvMsgSize(peerRecvLimit))}
 	raftv1.RegisterRaftServer(s.srv, s)
 	go s.srv.Serve(l)
 	return s
