@@ -342,7 +342,9 @@ func (n *Node) maybeSnapshot() error {
 		return err
 	}
 	members := n.Members()
+	n.snapWriters.Add(1)
 	go func() {
+		defer n.snapWriters.Done()
 		state, err := capture()
 		var data []byte
 		if err == nil {

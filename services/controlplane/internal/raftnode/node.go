@@ -165,6 +165,7 @@ type Node struct {
 	snapshotNow bool
 	snapping    bool                // a snapshot is being written in the background
 	snapDone    chan snapshotDone   // its outcome, back to the Ready loop
+	snapWriters sync.WaitGroup      // the goroutine writing it, waited for on halt
 	waiters     map[uint64]*waiter  // by proposal id
 	placed      map[uint64][]uint64 // log index → proposal ids, for waiters seen in a Ready
 	reads       map[uint64]chan uint64
@@ -568,6 +569,8 @@ func (n *Node) halt() error {
 	n.rn.Stop()
 	n.tr.Close()
 	n.fail(ErrStopped)
+	// A snapshot being written finishes before the storage under it closes.
+	n.snapWriters.Wait()
 	return n.storage.Close()
 }
 
