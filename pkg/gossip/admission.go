@@ -48,8 +48,16 @@ type admission struct {
 
 	mu         sync.Mutex
 	epoch      uint64
-	generation map[string]uint64 // highest generation admitted per name
-	lastReason map[string]string // last refusal logged per name, to log changes only
+	generation map[string]uint64         // highest generation admitted per name
+	verified   map[string]verifiedTicket // the last ticket that verified, per name
+	lastReason map[string]string         // last refusal logged per name, to log changes only
+}
+
+// verifiedTicket is a ticket, and the epoch it was shown with, that
+// verified for a name.
+type verifiedTicket struct {
+	raw   string
+	epoch uint64
 }
 
 // check admits or refuses node. A ticket for a higher epoch raises the
@@ -59,11 +67,19 @@ func (a *admission) check(n *memberlist.Node) error {
 	if err != nil {
 		return &refusal{reasonMeta, err}
 	}
-	if _, err := ticket.Verify(m.Ticket, a.issuers, n.Name, m.Epoch); err != nil {
-		return &refusal{reasonTicket, err}
+	// memberlist calls this for every alive message; a ticket checked once
+	// is not checked again (a signature check costs far more than the map).
+	a.mu.Lock()
+	seen := a.verified[n.Name] == verifiedTicket{string(m.Ticket), m.Epoch}
+	a.mu.Unlock()
+	if !seen {
+		if _, err := ticket.Verify(m.Ticket, a.issuers, n.Name, m.Epoch); err != nil {
+			return &refusal{reasonTicket, err}
+		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.verified[n.Name] = verifiedTicket{string(m.Ticket), m.Epoch}
 	if m.Epoch < a.epoch {
 		return &refusal{reasonEpoch, fmt.Errorf("ticket epoch %d, cluster epoch %d", m.Epoch, a.epoch)}
 	}

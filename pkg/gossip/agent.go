@@ -75,7 +75,7 @@ func New(cfg Config) (*Agent, error) {
 	a.view = &view{members: map[string]*Member{}, emit: a.emit}
 	a.adm = &admission{
 		self: cfg.Name, issuers: cfg.Issuers, log: log,
-		epoch: cfg.Meta.Epoch, generation: map[string]uint64{}, lastReason: map[string]string{},
+		epoch: cfg.Meta.Epoch, generation: map[string]uint64{}, lastReason: map[string]string{}, verified: map[string]verifiedTicket{},
 		newer: func(epoch uint64, from string) {
 			if cfg.OnNewerEpoch != nil {
 				a.disp.post(func() { cfg.OnNewerEpoch(epoch, from) })

@@ -75,7 +75,7 @@ docker kill "$($COMPOSE ps -q host-2)" >/dev/null
 expect "host-2 killed" 1 1 failed "is down"
 $COMPOSE start host-2 >/dev/null
 expect "host-2 started again" 1 1 joined "joined the cluster"
-back() { grpc 127.0.0.1:17001 hivemind.v1.Membership/ListMembers | tr -d '\n ' | grep -q '"name":"host-2"[^}]*}[^}]*"state":"MEMBER_STATE_ALIVE"'; }
+back() { local m; m=$(grpc 127.0.0.1:17001 hivemind.v1.Membership/ListMembers) && tr -d '\n ' <<<"$m" | grep -q '"name":"host-2"[^}]*}[^}]*"state":"MEMBER_STATE_ALIVE"'; }
 wait_for "host-2 alive in the registry" 60 back
 docker pause "$($COMPOSE ps -q host-2)" >/dev/null
 expect "host-2 frozen" 2 2 failed "is down"

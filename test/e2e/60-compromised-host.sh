@@ -52,7 +52,8 @@ dns1="$(q 1053 host-1.node.hive) / $(q 1054 host-1.node.hive)"
 echo "ok  host-1.node.hive still $dns0 from both dns processors"
 [ "$(started)" = "$notifiers0" ] || fail "a notifier restarted: $notifiers0 → $(started)"
 for p in 17301 17302; do
-	grpc "127.0.0.1:$p" grpc.health.v1.Health/Check | grep -q SERVING || fail "notifier on $p not serving"
+	h=$(grpc "127.0.0.1:$p" grpc.health.v1.Health/Check) || fail "notifier on $p: health"
+	grep -q SERVING <<<"$h" || fail "notifier on $p not serving: $h"
 done
 echo "ok  no notifier restarted, both serving"
 grpc -d '{"name":"e2e-trust-hook"}' 127.0.0.1:17301 hivemind.v1.Notifier/DeleteSubscription >/dev/null || true

@@ -55,7 +55,10 @@ for n in "${nodes[@]}"; do
 	grep -q "\"nodeName\": \"$svc\"" <<<"$info" || fail "$svc: Node/Info node name is not $svc: $info"
 	health=$(grpc "127.0.0.1:$port" grpc.health.v1.Health/Check) || fail "$svc: health"
 	grep -q SERVING <<<"$health" || fail "$svc: health is $health"
-	grpc "127.0.0.1:$port" list | grep -q hivemind.v1.Node || fail "$svc: reflection does not list hivemind.v1.Node"
+	# Captured first: with pipefail, grep -q leaving early can kill grpcurl
+	# with SIGPIPE and fail a pipeline whose answer was right.
+	svcs=$(grpc "127.0.0.1:$port" list) || fail "$svc: reflection"
+	grep -q hivemind.v1.Node <<<"$svcs" || fail "$svc: reflection does not list hivemind.v1.Node: $svcs"
 	out=$("$GRPCURL" -cacert "$HIVEMIND_CACERT" -max-time 5 "127.0.0.1:$port" hivemind.v1.Node/Info 2>&1) && fail "$svc: Node/Info without a token answered"
 	grep -q Unauthenticated <<<"$out" || fail "$svc: Node/Info without a token: $out"
 	"$GRPCURL" -plaintext -H "authorization: bearer $HIVEMIND_TOKEN" -max-time 5 "127.0.0.1:$port" list >/dev/null 2>&1 && fail "$svc: answered plaintext"
