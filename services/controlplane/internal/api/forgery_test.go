@@ -55,7 +55,6 @@ var callers = identities{
 	"host1":     {Name: "host1", Kind: auth.KindNode, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}, Roles: []string{auth.RoleHost}},
 	"host2":     {Name: "host2", Kind: auth.KindNode, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}, Roles: []string{auth.RoleHost}},
 	"notifier1": {Name: "notifier1", Kind: auth.KindNode, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}, Roles: []string{auth.RoleNotifier}},
-	// Session tokens from before tokens carried roles: the registry says.
 	"ops-read":  {Name: "ops-read", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeRead}},
 	"ops-write": {Name: "ops-write", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeRead, auth.ScopeWrite}},
 	"ops-admin": {Name: "ops-admin", Kind: auth.KindOperator, Scopes: []auth.Scope{auth.ScopeAdmin}},
