@@ -122,6 +122,13 @@ func TestTLSTokensAndHealthcheck(t *testing.T) {
 	if err := info(grpcclient.Config{TLS: n2, Auth: auth.NewNodeAuth("n2", s, auth.NewNodeKey())}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("n2's name with another key: %v, want PERMISSION_DENIED", err)
 	}
+	// A member's credentials over a connection with another node's
+	// certificate: n3 is a member, but calls with n2's certificate.
+	n3key := auth.NewNodeKey()
+	env.Members.Set(auth.StaticMembers{"n1": {PublicKey: env.NodeKey.Public()}, "n2": {PublicKey: n2key.Public()}, "n3": {PublicKey: n3key.Public()}})
+	if err := info(grpcclient.Config{TLS: n2, Auth: auth.NewNodeAuth("n3", s, n3key)}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("n3 calling with n2's certificate: %v, want PERMISSION_DENIED naming the certificate", err)
+	}
 	// Env.Client is that configuration for this node itself.
 	if err := info(env.Client); err != nil {
 		t.Fatalf("env.Client: %v", err)
