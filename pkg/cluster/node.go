@@ -27,7 +27,7 @@ import (
 )
 
 // RoleControlPlane is the role of control-plane nodes.
-const RoleControlPlane = "controlplane"
+const RoleControlPlane = auth.RoleControlPlane
 
 // NodeConfig configures a Node.
 type NodeConfig struct {

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/cluster"
 	"github.com/hivemind/hivemind/pkg/cpclient"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
@@ -20,7 +21,7 @@ import (
 )
 
 // RoleDNS is the role of the dns processors the fast path streams to.
-const RoleDNS = "dns"
+const RoleDNS = auth.RoleDNS
 
 // ControlPlane is the node's control-plane client, nil until it joined.
 // It is asked for on every use: the node replaces it when the control
