@@ -25,7 +25,7 @@ func offline(t testing.TB) (*Engine, context.Context) {
 	e := &Engine{
 		cfg:     Config{Name: "notifier1", Compiler: c},
 		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		subs:    map[string]*subscription.Compiled{},
+		subs:    subscription.NewIndex(),
 		secrets: map[string]string{},
 		pairs:   map[string]*pair{},
 		results: make(chan result, 1<<16),
@@ -54,7 +54,7 @@ func subPut(t testing.TB, rev int64, sub *hivemindv1.Subscription) *hivemindv1.E
 func TestAppendedEventsUnderSubscriptionsChangeNothing(t *testing.T) {
 	e, ctx := offline(t)
 	e.apply(ctx, subPut(t, 2, &hivemindv1.Subscription{Name: "s", Target: "https://example.com/hook", Prefix: "/app/"}))
-	if e.subs["s"] == nil {
+	if e.subs.Get("s") == nil {
 		t.Fatal("a stored subscription was not loaded")
 	}
 	forged := &hivemindv1.Subscription{Name: "evil", Target: "https://attacker.example/", Prefix: "/"}
@@ -69,8 +69,8 @@ func TestAppendedEventsUnderSubscriptionsChangeNothing(t *testing.T) {
 	} {
 		e.apply(ctx, ev)
 	}
-	if len(e.subs) != 1 || e.subs["s"] == nil {
-		t.Errorf("subscriptions after forged events: %v, want only s", keys(e.subs))
+	if e.subs.Len() != 1 || e.subs.Get("s") == nil {
+		t.Errorf("subscriptions after forged events: %v, want only s", e.subs.Names())
 	}
 	if len(e.pairs) != 0 {
 		t.Errorf("forged events under /notifier/ made %d deliveries", len(e.pairs))
@@ -100,7 +100,7 @@ func keyEvent(rev int64, key string, value []byte, del bool) *hivemindv1.Event {
 // and a rewrite of the record (Disable) does not lose the secret.
 func TestSecretsApartFromRecords(t *testing.T) {
 	e, ctx := offline(t)
-	secretOf := func(name string) string { return e.subs[name].Sub.GetSecret() }
+	secretOf := func(name string) string { return e.subs.Get(name).Sub.GetSecret() }
 
 	rec := &hivemindv1.Subscription{Name: "new", Target: "https://example.com/", Prefix: "/app/"}
 	e.apply(ctx, keyEvent(2, subscription.SecretKey("new"), []byte("whsec_c2VjcmV0"), false))
@@ -112,8 +112,8 @@ func TestSecretsApartFromRecords(t *testing.T) {
 	disabled.Disabled = true
 	b, _ := proto.Marshal(disabled)
 	e.apply(ctx, keyEvent(3, subscription.Key("new"), b, false))
-	if got := secretOf("new"); got != "whsec_c2VjcmV0" || !e.subs["new"].Sub.GetDisabled() {
-		t.Errorf("after the record was rewritten: secret %q, disabled %v", got, e.subs["new"].Sub.GetDisabled())
+	if got := secretOf("new"); got != "whsec_c2VjcmV0" || !e.subs.Get("new").Sub.GetDisabled() {
+		t.Errorf("after the record was rewritten: secret %q, disabled %v", got, e.subs.Get("new").Sub.GetDisabled())
 	}
 
 	old := &hivemindv1.Subscription{Name: "old", Target: "https://example.com/", Prefix: "/app/", Secret: "whsec_b2xk"}
@@ -137,8 +137,8 @@ func TestSecretsApartFromRecords(t *testing.T) {
 
 	e.apply(ctx, keyEvent(7, subscription.SecretKey("new"), nil, true))
 	e.apply(ctx, keyEvent(7, subscription.Key("new"), nil, true))
-	if e.subs["new"] != nil || e.secrets["new"] != "" {
-		t.Errorf("deleted subscription still held: %v, secret %q", e.subs["new"], e.secrets["new"])
+	if e.subs.Get("new") != nil || e.secrets["new"] != "" {
+		t.Errorf("deleted subscription still held: %v, secret %q", e.subs.Get("new"), e.secrets["new"])
 	}
 }
 
@@ -182,11 +182,11 @@ func FuzzApply(f *testing.F) {
 				genuine.apply(genuineCtx, ev)
 			}
 		}
-		if len(all.subs) != len(genuine.subs) {
-			t.Fatalf("subscriptions %v, from the events with a kv %v", keys(all.subs), keys(genuine.subs))
+		if all.subs.Len() != genuine.subs.Len() {
+			t.Fatalf("subscriptions %v, from the events with a kv %v", all.subs.Names(), genuine.subs.Names())
 		}
-		for name, got := range all.subs {
-			want := genuine.subs[name]
+		for _, name := range all.subs.Names() {
+			got, want := all.subs.Get(name), genuine.subs.Get(name)
 			if want == nil || !proto.Equal(got.Sub, want.Sub) || got.CreateRevision != want.CreateRevision {
 				t.Fatalf("subscription %s: %v, from the events with a kv %v", name, got, want)
 			}

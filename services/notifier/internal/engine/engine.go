@@ -80,7 +80,7 @@ type Engine struct {
 	loaded chan struct{}
 
 	// Owned by the loop.
-	subs    map[string]*subscription.Compiled
+	subs    *subscription.Index
 	secrets map[string]string // subscription → its separately stored secret
 	pairs   map[string]*pair
 	revs    []*revision // revisions with pairs outstanding, in order
@@ -116,7 +116,7 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, cp: cfg.ControlPlane, store: subscription.NewStore(cfg.ControlPlane), log: cfg.Logger,
 		loaded:   make(chan struct{}),
-		subs:     map[string]*subscription.Compiled{},
+		subs:     subscription.NewIndex(),
 		secrets:  map[string]string{},
 		pairs:    map[string]*pair{},
 		results:  make(chan result, 256),
@@ -187,7 +187,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	watchDone := make(chan error, 1)
 	go func() { watchDone <- e.watch(ctx, cursor+1, events) }()
 	close(e.loaded)
-	e.log.Info("notifier engine started", "cursor", cursor, "subscriptions", len(e.subs), "lease", e.cfg.Lease)
+	e.log.Info("notifier engine started", "cursor", cursor, "subscriptions", e.subs.Len(), "lease", e.cfg.Lease)
 
 	err = e.loop(ctx, cursor, events, watchDone)
 	cancel()
@@ -241,7 +241,7 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 		subs, kvs, rev, err := e.store.List(ctx)
 		if err == nil {
 			for i, s := range subs {
-				e.subs[s.GetName()] = subscription.Compile(s, kvs[i].GetCreateRevision(), e.cfg.Compiler)
+				e.subs.Set(s.GetName(), subscription.Compile(s, kvs[i].GetCreateRevision(), e.cfg.Compiler))
 				if s.GetSecret() != "" {
 					// A later rewrite of the record (Disable) leaves the
 					// secret out; it is kept from here.

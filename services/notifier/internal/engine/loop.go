@@ -140,19 +140,16 @@ func (e *Engine) apply(ctx context.Context, pe *hivemindv1.Event) {
 		e.revs = append(e.revs, rv)
 	}
 	rv.external = true
-	for name, s := range e.subs {
-		if !s.Selects(ev) {
-			continue
-		}
+	e.subs.Selecting(ev, func(name string, s *subscription.Compiled) {
 		key := IntentKey(name, ev.ID)
 		if e.pairs[key] != nil {
-			continue
+			return
 		}
 		p := &pair{key: key, sub: s, ev: ev, rev: rv}
 		e.pairs[key] = p
 		rv.outstanding++
 		e.start(ctx, p)
-	}
+	})
 }
 
 // applySubscription applies a change of a subscription's record or
@@ -177,7 +174,7 @@ func (e *Engine) applySubscription(pe *hivemindv1.Event) {
 		return
 	}
 	if c.Deleted {
-		delete(e.subs, name)
+		e.subs.Delete(name)
 		return
 	}
 	sub, err := subscription.Unmarshal(c.KV.GetValue())
@@ -189,7 +186,7 @@ func (e *Engine) applySubscription(pe *hivemindv1.Event) {
 		e.log.Error("ignoring a subscription stored under another name", "key", key, "name", sub.GetName())
 		return
 	}
-	e.subs[name] = subscription.Compile(subscription.WithSecret(sub, e.secrets[name]), c.KV.GetCreateRevision(), e.cfg.Compiler)
+	e.subs.Set(name, subscription.Compile(subscription.WithSecret(sub, e.secrets[name]), c.KV.GetCreateRevision(), e.cfg.Compiler))
 }
 
 // applySecret keeps a subscription's separately stored secret. The record
@@ -202,11 +199,11 @@ func (e *Engine) applySecret(name string, c fsmevent.KeyChange) {
 	}
 	secret := string(c.KV.GetValue())
 	e.secrets[name] = secret
-	if cs := e.subs[name]; cs != nil {
+	if cs := e.subs.Get(name); cs != nil {
 		// A copy: pairs in flight keep the subscription they started with.
 		next := *cs
 		next.Sub = subscription.WithSecret(cs.Sub, secret)
-		e.subs[name] = &next
+		e.subs.Set(name, &next)
 	}
 }
 
