@@ -38,7 +38,8 @@ func main() {
 			push := &agent.PushDialer{Dial: env.Client}
 			a, err := agent.New(agent.Options{
 				Node: env.Common.NodeName, Loader: flags.Loader(), DataDir: env.Common.DataDir, Logger: env.Logger,
-				Publish: publish.Options{Store: agent.PublishStore(cp), Targets: agent.DNSTargets(node), Open: push.Open},
+				CheckOutputInterval: flags.CheckOutputInterval,
+				Publish:             publish.Options{Store: agent.PublishStore(cp), Targets: agent.DNSTargets(node), Open: push.Open},
 				// The config's exec probes become Node/Probe's exec probes.
 				Probes: env.Ping.SetExec,
 			})

@@ -49,7 +49,10 @@ type Options struct {
 	// AddressInterval and ConfigInterval are the harvesters' polling
 	// intervals (0: their defaults).
 	AddressInterval, ConfigInterval time.Duration
-	Logger                          *slog.Logger
+	// CheckOutputInterval throttles output-only changes of checks
+	// (check.Options.OutputInterval; 0: every change at once).
+	CheckOutputInterval time.Duration
+	Logger              *slog.Logger
 }
 
 // Agent is a running host agent.
@@ -108,7 +111,10 @@ func New(o Options) (*Agent, error) {
 		po.Logger = o.Logger
 	}
 	a.pub = publish.New(po)
-	a.runner = check.NewRunner(check.Options{Observer: func(check.ServiceHealth) { a.rebuild() }})
+	a.runner = check.NewRunner(check.Options{
+		OutputInterval: o.CheckOutputInterval,
+		Observer:       func(check.ServiceHealth) { a.rebuild() },
+	})
 	return a, nil
 }
 

@@ -67,6 +67,13 @@ type Options struct {
 	// do not all run together).
 	FirstRun func(interval time.Duration) time.Duration
 	Observer Observer
+	// OutputInterval throttles output-only changes, as Consul's
+	// check_update_interval does: a check whose output changes while its
+	// status stays the same makes its service be told at most once per
+	// OutputInterval; the latest output goes out then, or with the next
+	// change told sooner. A status change is told at once. 0: every change
+	// at once.
+	OutputInterval time.Duration
 }
 
 // Errors of UpdateTTL and SetServices.
@@ -85,6 +92,7 @@ type Runner struct {
 	max      int
 	firstRun func(time.Duration) time.Duration
 	observer Observer
+	outputIv time.Duration
 
 	mu       sync.Mutex
 	services map[string]*serviceRun
@@ -101,6 +109,13 @@ type serviceRun struct {
 	id     string
 	gen    uint64 // tells a re-added service from the one it replaced
 	checks []*checkRun
+	// toldAt is when the dispatcher last took this service's health;
+	// pending says a throttled output change has not gone out yet, and
+	// flushing that a goroutine will mark the service dirty for it. All
+	// guarded by Runner.mu.
+	toldAt   time.Time
+	pending  bool
+	flushing bool
 }
 
 type checkRun struct {
@@ -123,6 +138,7 @@ func NewRunner(o Options) *Runner {
 		max:      o.MaxOutput,
 		firstRun: o.FirstRun,
 		observer: o.Observer,
+		outputIv: o.OutputInterval,
 		services: map[string]*serviceRun{},
 		dirty:    map[string]bool{},
 		wake:     make(chan struct{}, 1),
@@ -317,8 +333,54 @@ func (r *Runner) setLocked(serviceID string, c *checkRun, res Result) {
 	if c.gone || (c.state.Status == res.Status && c.state.Output == res.Output) {
 		return
 	}
+	statusChanged := c.state.Status != res.Status
 	c.state.Status, c.state.Output = res.Status, res.Output
-	r.markDirty(serviceID)
+	s := r.services[serviceID]
+	if statusChanged || r.outputIv <= 0 || s == nil {
+		r.markDirty(serviceID)
+		return
+	}
+	wait := s.toldAt.Add(r.outputIv).Sub(r.clock.Now())
+	if wait <= 0 {
+		r.markDirty(serviceID)
+		return
+	}
+	s.pending = true
+	if !s.flushing {
+		s.flushing = true
+		r.wg.Add(1)
+		go r.flushOutput(s, wait)
+	}
+}
+
+// flushOutput marks s dirty once its interval has passed since it was last
+// told, so a throttled output change goes out even when nothing else about
+// the service changes.
+func (r *Runner) flushOutput(s *serviceRun, wait time.Duration) {
+	defer r.wg.Done()
+	for {
+		t := r.clock.NewTimer(wait)
+		select {
+		case <-r.stopping:
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		r.mu.Lock()
+		if !s.pending || r.services[s.id] != s {
+			s.flushing = false
+			r.mu.Unlock()
+			return
+		}
+		// Told since (a status change carried the output): wait again.
+		if wait = s.toldAt.Add(r.outputIv).Sub(r.clock.Now()); wait <= 0 {
+			s.flushing = false
+			r.markDirty(s.id)
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+	}
 }
 
 func (r *Runner) markDirty(serviceID string) {
@@ -384,6 +446,7 @@ func (r *Runner) dispatch() {
 				delete(last, id)
 				continue
 			}
+			s.toldAt, s.pending = r.clock.Now(), false
 			changed = append(changed, told{s.gen, s.health()})
 		}
 		r.mu.Unlock()

@@ -56,16 +56,29 @@ type harness struct {
 	r     *Runner
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, Options{}) }
+
+// newHarnessWith takes o's other fields beside the harness's own.
+func newHarnessWith(t *testing.T, o Options) *harness {
 	h := &harness{t: t, clock: clock.NewFake(time.Unix(1000, 0)), exec: newFakeExec(), seen: make(chan ServiceHealth, 100)}
-	h.r = NewRunner(Options{
-		Clock:    h.clock,
-		Exec:     h.exec.exec,
-		FirstRun: func(time.Duration) time.Duration { return time.Second },
-		Observer: func(s ServiceHealth) { h.seen <- s },
-	})
+	o.Clock = h.clock
+	o.Exec = h.exec.exec
+	o.FirstRun = func(time.Duration) time.Duration { return time.Second }
+	o.Observer = func(s ServiceHealth) { h.seen <- s }
+	h.r = NewRunner(o)
 	t.Cleanup(h.r.Stop)
 	return h
+}
+
+// quiet fails when a notification is waiting.
+func (h *harness) quiet() {
+	h.t.Helper()
+	time.Sleep(20 * time.Millisecond) // give a wrong notification time to show
+	select {
+	case s := <-h.seen:
+		h.t.Fatalf("unexpected notification %+v", s)
+	default:
+	}
 }
 
 // next is the next notification, which must come within the deadline.
@@ -137,6 +150,56 @@ func TestRunnerNotifiesOnlyOnChange(t *testing.T) {
 		t.Fatalf("unexpected notification %+v", s)
 	default:
 	}
+}
+
+// With an output interval, a change of output alone is told at most once
+// per interval (the latest output then), while a status change is told at
+// once, carrying the output with it.
+func TestRunnerThrottlesOutputOnlyChanges(t *testing.T) {
+	h := newHarnessWith(t, Options{OutputInterval: time.Minute})
+	h.exec.set("a", 0, "ok 1")
+	if err := h.r.SetServices([]Service{{ID: "web", Checks: []Definition{execCheck("c", "a")}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.expect("web", Critical)
+	h.tick(1, time.Second) // t=1001: the first run
+	h.expect("web", Passing)
+
+	h.exec.set("a", 0, "ok 2")
+	h.tick(1, 10*time.Second) // t=1011: output only, held back until 1061
+	h.quiet()
+	h.exec.set("a", 0, "ok 3")
+	for range 4 { // t=1021 … 1051: the probe and the held-back flush
+		h.tick(2, 10*time.Second)
+		h.quiet()
+	}
+	h.tick(2, 10*time.Second) // t=1061: a minute since the last told
+	if s := h.expect("web", Passing); s.Checks[0].Output != "ok 3" {
+		t.Fatalf("flushed output %q, want the latest, ok 3", s.Checks[0].Output)
+	}
+	h.quiet()
+
+	h.exec.set("a", 0, "ok 4")
+	h.tick(1, 10*time.Second) // t=1071: held back until 1121
+	h.quiet()
+	h.exec.set("a", 1, "slow")
+	h.tick(2, 10*time.Second) // t=1081: a status change goes out at once
+	if s := h.expect("web", Warning); s.Checks[0].Output != "slow" {
+		t.Fatalf("output with the status change %q", s.Checks[0].Output)
+	}
+	// An output change at 1091 is held back until a minute after 1081: the
+	// flush armed at 1071 fires at 1121 and waits again, until 1141.
+	h.exec.set("a", 1, "slow 2")
+	for range 5 { // t=1091 … 1131
+		h.tick(2, 10*time.Second)
+		h.quiet()
+	}
+	h.tick(2, 10*time.Second) // t=1141
+	if s := h.expect("web", Warning); s.Checks[0].Output != "slow 2" {
+		t.Fatalf("flushed output %q, want slow 2", s.Checks[0].Output)
+	}
+	h.tick(1, 10*time.Second) // no flush left armed
+	h.quiet()
 }
 
 func TestRunnerWorstOfChecks(t *testing.T) {

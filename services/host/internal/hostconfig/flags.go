@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Flags are the command-line flags that override the file. Each flag that
@@ -12,6 +13,9 @@ import (
 // merged), so an environment variable can fix one field of a shared file.
 type Flags struct {
 	Path string // --config
+	// CheckOutputInterval is --check-output-interval: how often a change
+	// of a check's output alone is published (check.Options.OutputInterval).
+	CheckOutputInterval time.Duration
 
 	node            string
 	addresses       listValue
@@ -24,6 +28,7 @@ type Flags struct {
 func RegisterFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{}
 	fs.StringVar(&f.Path, "config", "", "host configuration file (YAML); empty: flags and defaults only")
+	fs.DurationVar(&f.CheckOutputInterval, "check-output-interval", 5*time.Minute, "publish a change of a check's output alone at most this often (a status change is published at once, with the output); 0: every change at once")
 	fs.StringVar(&f.node, "node", "", "node name, overrides the file's node; the agent requires it to equal --node-name, its cluster identity (default: --node-name)")
 	fs.Var(&f.addresses, "address", "address to publish, overrides the file's addresses; repeat or separate with commas (default: detected)")
 	fs.Var(&f.tags, "tag", "node tag, overrides the file's tags; repeat or separate with commas")
