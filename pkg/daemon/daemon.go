@@ -86,6 +86,8 @@ type Common struct {
 	Cluster ClusterFlags
 	// Limits on what one caller can make this node do (see limits.go).
 	Limits LimitFlags
+	// Audit is the audit trail (see audit.go).
+	Audit AuditFlags
 }
 
 func (c *Common) register(fs *flag.FlagSet, r Role) {
@@ -107,6 +109,7 @@ func (c *Common) register(fs *flag.FlagSet, r Role) {
 	fs.StringVar(&c.TLS.CA, "tls-ca", "", "PEM CA that signs the other nodes' certificates; servers then verify client certificates when presented")
 	c.Cluster.register(fs, r)
 	c.Limits.register(fs)
+	c.Audit.register(fs)
 }
 
 // Env is what a role's Start gets to build on.
@@ -235,12 +238,18 @@ func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Log
 	members := auth.NewDirectory()
 	tokens := auth.NewTokens(nil)
 	authn := auth.NewAuthenticator(auth.NewPolicy(), tokens, sec.operators, members)
+	audited, err := auditConfig(c.Audit, c.NodeName, authn, logger)
+	if err != nil {
+		return err
+	}
+	defer audited.Log.Close()
 	srv, err := grpcserver.New(grpcserver.Config{
 		Addr: c.GRPCAddr, Logger: logger, Registerer: reg,
 		Auth: authn, TLS: sec.serverTLS,
 		MaxRequestBytes:  c.Limits.MaxRequestBytes,
 		InternalServices: []string{"/hivemind.raft.v1.Raft/"},
 		RateLimit:        c.Limits.rateLimit(),
+		Audit:            audited,
 	})
 	if err != nil {
 		return err

@@ -78,14 +78,16 @@ func (g *gate) tap(ctx context.Context, info *tap.Info) (context.Context, error)
 		return ctx, nil
 	}
 	actx, err := g.auth.Authenticate(ctx, info.FullMethodName)
+	who := ctx // the caller's identity, once its credential is good
 	if err == nil && g.limiter != nil {
+		who = actx
 		err = g.limiter.allow(actx)
 	}
 	if err != nil {
 		if _, ok := status.FromError(err); !ok {
 			err = status.Error(codes.Unauthenticated, err.Error())
 		}
-		g.refused(ctx, info.FullMethodName, err)
+		g.refused(who, info.FullMethodName, err)
 		return ctx, err
 	}
 	return context.WithValue(actx, gatedKey{}, true), nil

@@ -74,6 +74,9 @@ type Config struct {
 	// Keepalive defaults: ping idle clients every 30s, drop them after 10s
 	// without an answer, accept client pings every 10s at most.
 	Keepalive keepalive.ServerParameters
+	// Audit configures the audit trail; refusals are counted by method
+	// whatever it says.
+	Audit Audit
 	// ExtraOptions are appended to the server options.
 	ExtraOptions []grpc.ServerOption
 }
@@ -88,6 +91,7 @@ type Server struct {
 	// streams names the registered streaming methods, for the log line of
 	// a call refused before it reached a handler. Written once in Serve.
 	streams map[string]bool
+	audit   *auditor
 }
 
 // New listens on cfg.Addr and builds the server. Register services on
@@ -136,9 +140,17 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("register grpc metrics: %w", err)
 		}
 	}
-	s := &Server{lis: lis, metrics: metrics, log: cfg.Logger}
+	aud := newAuditor(cfg.Audit)
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(aud.refusals); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("register grpc metrics: %w", err)
+		}
+	}
+	s := &Server{lis: lis, metrics: metrics, log: cfg.Logger, audit: aud}
 	g := &gate{auth: cfg.Auth, limiter: newLimiter(cfg.RateLimit), refused: func(ctx context.Context, method string, err error) {
 		refused.WithLabelValues(status.Code(err).String()).Inc()
+		aud.tapRefused(ctx, method, err)
 		logFailure(ctx, cfg.Logger, method, s.methodType(method), time.Now(), err)
 	}}
 	// The tap authenticated every call but health before its request was
@@ -164,6 +176,7 @@ func New(cfg Config) (*Server, error) {
 			gatedUnary(cfg.Logger, logging.UnaryServerInterceptor(logger, logOpts...)),
 			recovery.UnaryServerInterceptor(recoverOpts...),
 			auth.UnaryServerInterceptor(authFn),
+			aud.unary(),
 			sizes.unary(),
 			validator.UnaryServerInterceptor(),
 		),
@@ -172,6 +185,7 @@ func New(cfg Config) (*Server, error) {
 			gatedStream(cfg.Logger, logging.StreamServerInterceptor(logger, logOpts...)),
 			recovery.StreamServerInterceptor(recoverOpts...),
 			auth.StreamServerInterceptor(authFn),
+			aud.stream(),
 			sizes.stream(),
 			validator.StreamServerInterceptor(),
 		),
@@ -228,15 +242,17 @@ func (s *Server) Serve() error {
 	// Metrics are initialised here so every registered method shows up in
 	// /metrics at zero before its first call.
 	s.metrics.InitializeMetrics(s.grpc)
-	streams := map[string]bool{}
+	streams, known := map[string]bool{}, map[string]bool{}
 	for svc, info := range s.grpc.GetServiceInfo() {
 		for _, m := range info.Methods {
+			known["/"+svc+"/"+m.Name] = true
 			if m.IsClientStream || m.IsServerStream {
 				streams["/"+svc+"/"+m.Name] = true
 			}
 		}
 	}
 	s.streams = streams
+	s.audit.known.Store(&known)
 	err := s.grpc.Serve(s.lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
