@@ -56,9 +56,28 @@ type parts struct {
 	webhook, probe    *webhook.Sender
 	mailer, mailProbe *mail.Sender
 	retry             delivery.Policy
+	// channels deliver with retries; probes make TestSubscription's
+	// single attempt. Every delivery channel is registered in channels.
+	channels, probes *delivery.Channels
+}
+
+// channels registers every delivery channel by its target schemes.
+func channels(hook *webhook.Sender, mailer *mail.Sender) *delivery.Channels {
+	c := delivery.NewChannels()
+	c.Register(webhook.NewChannel(hook), "http", "https")
+	c.Register(mail.NewChannel(mailer), "mailto")
+	return c
 }
 
 func (f *flags) build() (parts, error) {
+	p, err := f.senders()
+	p.channels, p.probes = channels(p.webhook, p.mailer), channels(p.probe, p.mailProbe)
+	return p, err
+}
+
+// senders builds the senders of each channel, with retries and with one
+// attempt; the mail senders stay nil without --smtp-relay.
+func (f *flags) senders() (parts, error) {
 	var p parts
 	allow, err := egress.ParseAllow(strings.Split(f.egressAllow, ","))
 	if err != nil {
@@ -146,13 +165,13 @@ func start(ctx context.Context, env *daemon.Env, f *flags) (func(context.Context
 			}
 			return nil
 		},
-		Compiler: p.compiler, Webhook: p.probe, Mail: p.mailProbe,
+		Compiler: p.compiler, Channels: p.probes,
 	}).Register(env.Server.GRPC(), env.Auth.Policy())
 	node.Start(ctx)
 
 	sup := engine.NewSupervisor(engine.SupervisorConfig{
 		Engine: engine.Config{
-			Name: env.Common.NodeName, Webhook: p.webhook, Mail: p.mailer,
+			Name: env.Common.NodeName, Channels: p.channels,
 			Compiler: p.compiler, Lease: f.lease, Workers: f.workers, Logger: env.Logger,
 		},
 		ControlPlane: current,

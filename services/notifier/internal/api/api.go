@@ -21,9 +21,7 @@ import (
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
 	"github.com/hivemind/hivemind/services/notifier/internal/filter"
-	"github.com/hivemind/hivemind/services/notifier/internal/mail"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
-	"github.com/hivemind/hivemind/services/notifier/internal/webhook"
 )
 
 // Config configures a Server.
@@ -34,10 +32,9 @@ type Config struct {
 	// joined and can reach the control plane.
 	Store    func() *subscription.Store
 	Compiler *filter.Compiler
-	// Webhook and Mail send TestSubscription's one attempt; Mail is nil
-	// without an SMTP relay.
-	Webhook *webhook.Sender
-	Mail    *mail.Sender
+	// Channels validate targets and send TestSubscription's one attempt
+	// (their senders make a single attempt).
+	Channels *delivery.Channels
 }
 
 // Server implements hivemind.v1.Notifier.
@@ -121,17 +118,21 @@ func (s *Server) CreateSubscription(ctx context.Context, req *hivemindv1.CreateS
 			return nil, err
 		}
 	}
-	if _, err := subscription.Validate(sub, s.cfg.Compiler); err != nil {
+	if _, err := subscription.Validate(sub, s.cfg.Compiler, s.cfg.Channels); err != nil {
 		return nil, toStatus(err)
 	}
 	if sub.GetDisabled() || sub.GetDisabledReason() != "" || sub.GetCreatedAt() != nil {
 		return nil, status.Error(codes.InvalidArgument, "invalid subscription: disabled, disabled_reason and created_at are set by the notifier")
 	}
-	if mail.IsTarget(sub.GetTarget()) && s.cfg.Mail == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this notifier has no SMTP relay configured (--smtp-relay), so it cannot deliver to mailto: targets")
+	ch, err := s.cfg.Channels.For(sub.GetTarget())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid subscription: target: %v", err)
 	}
-	if sub.GetSecret() == "" && !mail.IsTarget(sub.GetTarget()) {
-		sub.Secret = webhook.NewSecret()
+	if err := ch.Ready(); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v, so it cannot deliver to %s: targets", err, delivery.Scheme(sub.GetTarget()))
+	}
+	if sub.GetSecret() == "" {
+		sub.Secret = ch.NewSecret()
 	}
 	sub.CreatedAt = timestamppb.Now()
 	st, err := s.store()
@@ -252,22 +253,20 @@ func (s *Server) TestSubscription(ctx context.Context, req *hivemindv1.TestSubsc
 		attempts = append(attempts, pa)
 	}
 	id := delivery.ID(sub.GetName(), ev.ID)
-	var res delivery.Result
-	switch {
-	case !mail.IsTarget(sub.GetTarget()):
-		res, err = s.cfg.Webhook.Deliver(ctx, webhook.Request{
-			DeliveryID: id, Subscription: sub.GetName(), Event: ev,
-			Target: webhook.Target{URL: sub.GetTarget(), Secret: sub.GetSecret(), Opaque: sub.GetOpaque(), Capability: sub.GetCapability()},
-		}, observe)
-	case s.cfg.Mail == nil:
-		return nil, status.Error(codes.FailedPrecondition, "this notifier has no SMTP relay configured (--smtp-relay)")
-	default:
-		to, perr := mail.ParseTarget(sub.GetTarget())
-		if perr != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "stored target: %v", perr)
-		}
-		res, err = s.cfg.Mail.Deliver(ctx, mail.Message{DeliveryID: id, Subscription: sub.GetName(), To: to, Events: []delivery.Event{ev}, Opaque: sub.GetOpaque(), Capability: sub.GetCapability()}, observe)
+	ch, err := s.cfg.Channels.For(sub.GetTarget())
+	if err == nil {
+		err = ch.ValidateTarget(sub.GetTarget())
 	}
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "stored target: %v", err)
+	}
+	if err := ch.Ready(); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	res, err := ch.Deliver(ctx, delivery.Delivery{
+		ID: id, Subscription: sub.GetName(), Target: sub.GetTarget(), Secret: sub.GetSecret(),
+		Opaque: sub.GetOpaque(), Capability: sub.GetCapability(), Events: []delivery.Event{ev},
+	}, observe)
 	if err != nil {
 		return nil, toStatus(err)
 	}

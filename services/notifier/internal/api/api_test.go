@@ -14,8 +14,11 @@ import (
 
 	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
 	"github.com/hivemind/hivemind/services/notifier/internal/filter"
+	"github.com/hivemind/hivemind/services/notifier/internal/mail"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
+	"github.com/hivemind/hivemind/services/notifier/internal/webhook"
 )
 
 // memCP is the part of the control plane the store uses, in memory: enough
@@ -82,7 +85,10 @@ func newServerOn(t *testing.T, cp *memCP) *Server {
 		t.Fatal(err)
 	}
 	st := subscription.NewStore(cp)
-	return New(Config{Name: "n1", Store: func() *subscription.Store { return st }, Compiler: comp})
+	chans := delivery.NewChannels()
+	chans.Register(webhook.NewChannel(webhook.New(webhook.Config{})), "http", "https")
+	chans.Register(mail.NewChannel(nil), "mailto") // no relay configured
+	return New(Config{Name: "n1", Store: func() *subscription.Store { return st }, Compiler: comp, Channels: chans})
 }
 
 var (
@@ -121,6 +127,7 @@ func TestCreateSubscriptionValidation(t *testing.T) {
 		{"filter not bool", filterer, with(func(s *hivemindv1.Subscription) { s.Filter = `uri + "x"` }), codes.InvalidArgument, "must give bool"},
 		{"opaque too long", writer, with(func(s *hivemindv1.Subscription) { s.Opaque = strings.Repeat("x", 5000) }), codes.InvalidArgument, "invalid opaque"},
 		{"batch window on webhook", writer, with(func(s *hivemindv1.Subscription) { s.BatchWindow = durationpb.New(time.Minute) }), codes.InvalidArgument, "invalid batch_window"},
+		{"mailto without a relay", writer, with(func(s *hivemindv1.Subscription) { s.Target = "mailto:ops@example.com" }), codes.FailedPrecondition, "no SMTP relay configured (--smtp-relay), so it cannot deliver to mailto: targets"},
 		{"valid", writer, ok("web"), codes.OK, ""},
 		{"duplicate", writer, ok("web"), codes.AlreadyExists, "already exists"},
 		{"valid with filter", filterer, with(func(s *hivemindv1.Subscription) { s.Name = "web-f"; s.Filter = `type == "member.failed"` }), codes.OK, ""},

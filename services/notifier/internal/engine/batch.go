@@ -7,11 +7,10 @@ import (
 
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
-	"github.com/hivemind/hivemind/services/notifier/internal/mail"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
 )
 
-// batchItem is a claimed mail delivery waiting for its subscription's
+// batchItem is a claimed delivery waiting for its subscription's
 // batching window to close.
 type batchItem struct {
 	key    string
@@ -23,12 +22,12 @@ type batchItem struct {
 }
 
 // batcher returns the batcher of a window length, made on first use.
-func (e *Engine) batcher(window time.Duration) *mail.Batcher[*batchItem] {
+func (e *Engine) batcher(window time.Duration) *delivery.Batcher[*batchItem] {
 	e.batchMu.Lock()
 	defer e.batchMu.Unlock()
 	b := e.batchers[window]
 	if b == nil {
-		b = mail.NewBatcher(window, 100, func(sub string, items []*batchItem) { e.flushBatch(e.runCtx, sub, items) })
+		b = delivery.NewBatcher(window, 100, func(sub string, items []*batchItem) { e.flushBatch(e.runCtx, sub, items) })
 		e.batchers[window] = b
 	}
 	return b
@@ -37,14 +36,14 @@ func (e *Engine) batcher(window time.Duration) *mail.Batcher[*batchItem] {
 func (e *Engine) closeBatchers() {
 	e.batchMu.Lock()
 	bs := e.batchers
-	e.batchers = map[time.Duration]*mail.Batcher[*batchItem]{}
+	e.batchers = map[time.Duration]*delivery.Batcher[*batchItem]{}
 	e.batchMu.Unlock()
 	for _, b := range bs {
 		b.Close()
 	}
 }
 
-// flushBatch sends one mail for the items whose claims still hold, then
+// flushBatch sends one delivery (a mail) for the items whose claims still hold, then
 // records and completes each of them.
 func (e *Engine) flushBatch(ctx context.Context, sub string, items []*batchItem) {
 	var live []*batchItem
@@ -63,14 +62,15 @@ func (e *Engine) flushBatch(ctx context.Context, sub string, items []*batchItem)
 	for i, it := range live {
 		events[i] = it.ev
 	}
-	to, err := mail.ParseTarget(s.GetTarget())
 	var res delivery.Result
+	ch, err := e.channel(s.GetTarget())
 	if err != nil {
 		res = delivery.Result{State: delivery.StateDeadLettered, Reason: err.Error()}
 	} else {
 		var attempts []delivery.Attempt
-		res, err = e.cfg.Mail.Deliver(ctx, mail.Message{
-			Subscription: sub, To: to, Events: events, Opaque: s.GetOpaque(), Capability: s.GetCapability(), Since: events[0].Time,
+		res, err = ch.Deliver(ctx, delivery.Delivery{
+			Subscription: sub, Target: s.GetTarget(), Secret: s.GetSecret(), Opaque: s.GetOpaque(), Capability: s.GetCapability(),
+			Events: events, Since: events[0].Time,
 		}, func(a delivery.Attempt) { attempts = append(attempts, a) })
 		if err != nil {
 			for _, it := range live {

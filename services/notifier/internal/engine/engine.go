@@ -5,7 +5,7 @@
 // (/nodes/<name>/notifier/cursor). For every event a subscription selects,
 // it claims the intent /deliver/<subscription>/<event-id> on the control
 // plane with a lease. The first committed claim wins: the winner runs the
-// filter, delivers (webhook or mail, retried with backoff, the lease
+// filter, delivers (through the target's channel: webhook or mail, retried with backoff, the lease
 // renewed meanwhile), records the delivery under
 // /notifier/deliveries/<subscription>/<delivery-id> and completes the
 // intent with the outcome. A replica whose claim lost keeps the pair
@@ -34,9 +34,7 @@ import (
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
 	"github.com/hivemind/hivemind/services/notifier/internal/filter"
-	"github.com/hivemind/hivemind/services/notifier/internal/mail"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
-	"github.com/hivemind/hivemind/services/notifier/internal/webhook"
 )
 
 // ControlPlane is what the engine needs of the control plane
@@ -55,10 +53,9 @@ type Config struct {
 	// of the cursor key.
 	Name         string
 	ControlPlane ControlPlane
-	Webhook      *webhook.Sender
-	// Mail is nil when no SMTP relay is configured; mail deliveries then
-	// dead-letter.
-	Mail     *mail.Sender
+	// Channels deliver, chosen by each subscription's target; a target
+	// whose channel is not Ready (mail without a relay) is dead-lettered.
+	Channels *delivery.Channels
 	Compiler *filter.Compiler
 	// Lease is the length of a delivery claim; the holder renews it every
 	// third of it. Default 30s.
@@ -93,13 +90,13 @@ type Engine struct {
 
 	runCtx   context.Context
 	batchMu  sync.Mutex
-	batchers map[time.Duration]*mail.Batcher[*batchItem]
+	batchers map[time.Duration]*delivery.Batcher[*batchItem]
 }
 
 // New returns an engine; Run starts it.
 func New(cfg Config) (*Engine, error) {
-	if cfg.Name == "" || cfg.ControlPlane == nil || cfg.Webhook == nil || cfg.Compiler == nil {
-		return nil, errors.New("engine: Name, ControlPlane, Webhook and Compiler are required")
+	if cfg.Name == "" || cfg.ControlPlane == nil || cfg.Channels == nil || cfg.Compiler == nil {
+		return nil, errors.New("engine: Name, ControlPlane, Channels and Compiler are required")
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 30 * time.Second
@@ -121,7 +118,7 @@ func New(cfg Config) (*Engine, error) {
 		pairs:    map[string]*pair{},
 		results:  make(chan result, 256),
 		sem:      make(chan struct{}, cfg.Workers),
-		batchers: map[time.Duration]*mail.Batcher[*batchItem]{},
+		batchers: map[time.Duration]*delivery.Batcher[*batchItem]{},
 	}, nil
 }
 

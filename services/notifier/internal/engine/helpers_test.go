@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
+	"github.com/hivemind/hivemind/services/notifier/internal/webhook"
 )
 
 // receiver is a webhook endpoint that checks every signature with its
@@ -151,4 +154,11 @@ func (p *proxy) setCut(cut bool) {
 			c.Close()
 		}
 	}
+}
+
+// webhooks is a set of channels with the webhook channel alone.
+func webhooks(s *webhook.Sender) *delivery.Channels {
+	c := delivery.NewChannels()
+	c.Register(webhook.NewChannel(s), "http", "https")
+	return c
 }

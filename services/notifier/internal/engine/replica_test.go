@@ -97,7 +97,7 @@ func newEngine(rc replicaConfig, log *slog.Logger) (*engine.Engine, error) {
 	pol.MaxAttempts = 0
 	return engine.New(engine.Config{
 		Name: rc.Name, ControlPlane: cp, Compiler: comp, Lease: rc.Lease, Logger: log,
-		Webhook:        webhook.New(webhook.Config{Retry: pol, Egress: egress.Policy{AllowLoopback: true}}),
+		Channels:       webhooks(webhook.New(webhook.Config{Retry: pol, Egress: egress.Policy{AllowLoopback: true}})),
 		CursorInterval: 200 * time.Millisecond,
 	})
 }

@@ -140,8 +140,8 @@ func TestSupervisor(t *testing.T) {
 	sup := engine.NewSupervisor(engine.SupervisorConfig{
 		Engine: engine.Config{
 			Name: "notifier1", Compiler: comp, Lease: 2 * time.Second, CursorInterval: 100 * time.Millisecond,
-			Webhook: webhook.New(webhook.Config{Retry: delivery.TestPolicy(), Egress: egress.Policy{AllowLoopback: true}}),
-			Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Channels: webhooks(webhook.New(webhook.Config{Retry: delivery.TestPolicy(), Egress: egress.Policy{AllowLoopback: true}})),
+			Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		},
 		ControlPlane: func() engine.ControlPlane { return current.Load() },
 		OnState: func(d bool, _ string) {

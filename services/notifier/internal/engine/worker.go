@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -13,9 +14,7 @@ import (
 
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
-	"github.com/hivemind/hivemind/services/notifier/internal/mail"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
-	"github.com/hivemind/hivemind/services/notifier/internal/webhook"
 )
 
 // StateFilterError is the final state of a delivery whose filter failed
@@ -80,7 +79,7 @@ func (e *Engine) handle(ctx context.Context, key string, sub *subscription.Compi
 	if final != "" {
 		return e.finishDelivery(ctx, h, d, delivery.Result{State: final, Reason: reason})
 	}
-	if w := sub.Sub.GetBatchWindow().AsDuration(); w > 0 && mail.IsTarget(sub.Sub.GetTarget()) && e.cfg.Mail != nil {
+	if w := sub.Sub.GetBatchWindow().AsDuration(); w > 0 && e.batches(sub.Sub.GetTarget()) {
 		item := &batchItem{key: key, sub: sub, ev: ev, hold: h, record: d, done: make(chan result, 1)}
 		if e.batcher(w).Add(sub.Sub.GetName(), item) {
 			release() // the window may be long; let other pairs run meanwhile
@@ -97,24 +96,32 @@ func (e *Engine) handle(ctx context.Context, key string, sub *subscription.Compi
 // send makes the delivery to the subscription's target.
 func (e *Engine) send(ctx context.Context, sub *subscription.Compiled, ev delivery.Event, d *hivemindv1.Delivery) (delivery.Result, error) {
 	s := sub.Sub
-	observe := e.observer(ctx, d)
-	if !mail.IsTarget(s.GetTarget()) {
-		return e.cfg.Webhook.Deliver(ctx, webhook.Request{
-			DeliveryID: d.GetId(), Subscription: s.GetName(), Event: ev, Since: ev.Time,
-			Target: webhook.Target{URL: s.GetTarget(), Secret: s.GetSecret(), Opaque: s.GetOpaque(), Capability: s.GetCapability()},
-		}, observe)
-	}
-	if e.cfg.Mail == nil {
-		return delivery.Result{DeliveryID: d.GetId(), State: delivery.StateDeadLettered, Reason: "notifier " + e.cfg.Name + " has no SMTP relay configured (--smtp-relay)"}, nil
-	}
-	to, err := mail.ParseTarget(s.GetTarget())
+	ch, err := e.channel(s.GetTarget())
 	if err != nil {
 		return delivery.Result{DeliveryID: d.GetId(), State: delivery.StateDeadLettered, Reason: err.Error()}, nil
 	}
-	return e.cfg.Mail.Deliver(ctx, mail.Message{
-		DeliveryID: d.GetId(), Subscription: s.GetName(), To: to, Events: []delivery.Event{ev},
-		Opaque: s.GetOpaque(), Capability: s.GetCapability(), Since: ev.Time,
-	}, observe)
+	return ch.Deliver(ctx, delivery.Delivery{
+		ID: d.GetId(), Subscription: s.GetName(), Target: s.GetTarget(), Secret: s.GetSecret(),
+		Opaque: s.GetOpaque(), Capability: s.GetCapability(), Events: []delivery.Event{ev}, Since: ev.Time,
+	}, e.observer(ctx, d))
+}
+
+// channel is the channel of target, if it can deliver on this notifier.
+func (e *Engine) channel(target string) (delivery.Channel, error) {
+	ch, err := e.cfg.Channels.For(target)
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Ready(); err != nil {
+		return nil, fmt.Errorf("notifier %s: %w", e.cfg.Name, err)
+	}
+	return ch, nil
+}
+
+// batches reports whether deliveries to target are batched here.
+func (e *Engine) batches(target string) bool {
+	ch, err := e.channel(target)
+	return err == nil && ch.Batches()
 }
 
 // observer records a delivery as pending after each failed attempt that

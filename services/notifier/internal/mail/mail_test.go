@@ -428,7 +428,7 @@ func TestBatchedPerWindow(t *testing.T) {
 	to := addrs(t, "mailto:a@example.com")
 	var mu sync.Mutex
 	results := map[string]delivery.Result{}
-	b := NewBatcher(100*time.Millisecond, 0, func(sub string, evs []delivery.Event) {
+	b := delivery.NewBatcher(100*time.Millisecond, 0, func(sub string, evs []delivery.Event) {
 		res, err := s.Deliver(context.Background(), Message{Subscription: sub, To: to, Events: evs}, nil)
 		if err != nil {
 			t.Error(err)
@@ -461,35 +461,6 @@ func TestBatchedPerWindow(t *testing.T) {
 	}
 	if want := "[hivemind] kv.put: /members/config updated"; subjects["dev"] != want {
 		t.Errorf("dev subject %q, want %q", subjects["dev"], want)
-	}
-}
-
-func TestBatcherWindowAndMax(t *testing.T) {
-	flushed := make(chan []int, 10)
-	b := NewBatcher(50*time.Millisecond, 3, func(_ string, items []int) { flushed <- items })
-	b.Add("k", 1)
-	b.Add("k", 2)
-	b.Add("k", 3) // reaches max: flushed without waiting for the window
-	select {
-	case items := <-flushed:
-		if len(items) != 3 {
-			t.Fatalf("flushed %v", items)
-		}
-	case <-time.After(40 * time.Millisecond):
-		t.Fatal("full batch waited for its window")
-	}
-	b.Add("k", 4)
-	select {
-	case items := <-flushed:
-		if len(items) != 1 || items[0] != 4 {
-			t.Fatalf("flushed %v", items)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("window never ended")
-	}
-	b.Close()
-	if b.Add("k", 5) {
-		t.Error("Add after Close accepted")
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
 	"github.com/hivemind/hivemind/services/notifier/internal/filter"
-	"github.com/hivemind/hivemind/services/notifier/internal/mail"
 	"github.com/hivemind/hivemind/services/notifier/internal/webhook"
 )
 
@@ -47,15 +46,16 @@ func ValidateName(name string) error {
 }
 
 // Validate checks sub as it is created and compiles its filter (nil when
-// it has none). A *FieldError names what is wrong.
-func Validate(sub *hivemindv1.Subscription, c *filter.Compiler) (*filter.Filter, error) {
+// it has none); its target must be one a channel of chans takes. A
+// *FieldError names what is wrong.
+func Validate(sub *hivemindv1.Subscription, c *filter.Compiler, chans *delivery.Channels) (*filter.Filter, error) {
 	if sub == nil {
 		return nil, &FieldError{"subscription", "missing"}
 	}
 	if err := ValidateName(sub.GetName()); err != nil {
 		return nil, err
 	}
-	if err := validateTarget(sub); err != nil {
+	if err := validateTarget(sub, chans); err != nil {
 		return nil, err
 	}
 	seen := map[hivemindv1.Hook]bool{}
@@ -96,8 +96,8 @@ func Validate(sub *hivemindv1.Subscription, c *filter.Compiler) (*filter.Filter,
 	if w := sub.GetBatchWindow(); w != nil {
 		d := w.AsDuration()
 		switch {
-		case !mail.IsTarget(sub.GetTarget()) && d != 0:
-			return nil, &FieldError{"batch_window", "only mailto: targets are batched"}
+		case !chans.Batches(sub.GetTarget()) && d != 0:
+			return nil, &FieldError{"batch_window", "only " + strings.Join(chans.BatchingSchemes(), ", ") + " targets are batched"}
 		case d < 0 || d > MaxBatchWindow:
 			return nil, &FieldError{"batch_window", fmt.Sprintf("must be between 0 and %v", MaxBatchWindow)}
 		}
@@ -116,21 +116,20 @@ func Validate(sub *hivemindv1.Subscription, c *filter.Compiler) (*filter.Filter,
 	return f, nil
 }
 
-func validateTarget(sub *hivemindv1.Subscription) error {
+func validateTarget(sub *hivemindv1.Subscription, chans *delivery.Channels) error {
 	t := sub.GetTarget()
 	switch {
 	case t == "":
 		return &FieldError{"target", "missing: a webhook URL or mailto:"}
 	case len(t) > MaxTargetLen:
 		return &FieldError{"target", fmt.Sprintf("more than %d bytes", MaxTargetLen)}
-	case mail.IsTarget(t):
-		if _, err := mail.ParseTarget(t); err != nil {
-			return &FieldError{"target", err.Error()}
-		}
-	default:
-		if err := webhook.ValidateURL(t); err != nil {
-			return &FieldError{"target", err.Error()}
-		}
+	}
+	ch, err := chans.For(t)
+	if err != nil {
+		return &FieldError{"target", err.Error()}
+	}
+	if err := ch.ValidateTarget(t); err != nil {
+		return &FieldError{"target", err.Error()}
 	}
 	return nil
 }
