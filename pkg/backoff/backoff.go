@@ -4,6 +4,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -34,4 +35,17 @@ func Equal(base, limit time.Duration, attempt int) time.Duration {
 // Full is a pause in [0, ceiling], the widest spread.
 func Full(base, limit time.Duration, attempt int) time.Duration {
 	return rand.N(Ceiling(base, limit, attempt) + 1)
+}
+
+// Sleep pauses for d, or until ctx ends, whichever is first; it returns
+// ctx's error when ctx ended first.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

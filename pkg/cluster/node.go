@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hivemind/hivemind/pkg/auth"
+	"github.com/hivemind/hivemind/pkg/backoff"
 	"github.com/hivemind/hivemind/pkg/cpclient"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/gossip"
@@ -229,7 +230,7 @@ func (n *Node) run(ctx context.Context) {
 	// that timed out after its join was committed is not committed twice.
 	key := cpclient.NewIdempotencyKey()
 	for !n.join(ctx, key) {
-		if sleep(ctx, n.cfg.RetryInterval) != nil {
+		if backoff.Sleep(ctx, n.cfg.RetryInterval) != nil {
 			return
 		}
 	}

@@ -170,7 +170,7 @@ func doAt[T any](ctx context.Context, c *Client, call func(i int) (T, error)) (T
 		}
 		last = err
 		c.failed(i)
-		if err := sleep(ctx, c.backoff(attempt)); err != nil {
+		if err := backoff.Sleep(ctx, c.backoff(attempt)); err != nil {
 			return zero, last
 		}
 	}
@@ -179,17 +179,6 @@ func doAt[T any](ctx context.Context, c *Client, call func(i int) (T, error)) (T
 
 func (c *Client) backoff(attempt int) time.Duration {
 	return backoff.Equal(c.cfg.BackoffBase, c.cfg.BackoffMax, attempt)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // FindLeader asks the endpoints for the leader and sends later calls there.
@@ -344,7 +333,7 @@ func (c *Client) Watch(ctx context.Context, req *hivemindv1.WatchRequest, fn fun
 			return err
 		}
 		c.failed(i)
-		if err := sleep(ctx, c.backoff(failures)); err != nil {
+		if err := backoff.Sleep(ctx, c.backoff(failures)); err != nil {
 			return err
 		}
 		failures++

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind/hivemind/pkg/backoff"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
 	"github.com/hivemind/hivemind/services/notifier/internal/filter"
@@ -222,7 +223,7 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 			}
 		}
 		e.log.Warn("cannot read the cursor yet", "err", err)
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := backoff.Sleep(ctx, time.Second); err != nil {
 			return 0, err
 		}
 	}
@@ -249,7 +250,7 @@ func (e *Engine) load(ctx context.Context) (int64, error) {
 			return cursor, nil
 		}
 		e.log.Warn("cannot list subscriptions yet", "err", err)
-		if err := sleep(ctx, time.Second); err != nil {
+		if err := backoff.Sleep(ctx, time.Second); err != nil {
 			return 0, err
 		}
 	}
@@ -281,23 +282,12 @@ func (e *Engine) watch(ctx context.Context, start int64, out chan<- *hivemindv1.
 		resp, gerr := e.cp.Get(ctx, &hivemindv1.GetRequest{Key: CursorKey(e.cfg.Name)})
 		if gerr != nil {
 			e.log.Warn("watch history is gone and the revision cannot be read", "err", gerr)
-			if err := sleep(ctx, time.Second); err != nil {
+			if err := backoff.Sleep(ctx, time.Second); err != nil {
 				return err
 			}
 			continue
 		}
 		e.log.Error("events were compacted before this notifier saw them; they are not delivered", "from", max(start, last+1), "to", resp.GetHeader().GetRevision(), "err", err)
 		start = resp.GetHeader().GetRevision() + 1
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

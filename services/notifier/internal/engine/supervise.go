@@ -102,7 +102,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			log.Error("notifier engine stopped; starting it again", "err", err, "in", wait)
 		}
 		s.cfg.OnState(false, "engine stopped: "+err.Error())
-		if sleep(ctx, wait) != nil {
+		if backoff.Sleep(ctx, wait) != nil {
 			return nil
 		}
 		failures++
@@ -115,7 +115,7 @@ func (s *Supervisor) waitClient(ctx context.Context) (ControlPlane, error) {
 		if cp := s.cfg.ControlPlane(); cp != nil {
 			return cp, nil
 		}
-		if err := sleep(ctx, s.cfg.Poll); err != nil {
+		if err := backoff.Sleep(ctx, s.cfg.Poll); err != nil {
 			return nil, err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/backoff"
 	"github.com/hivemind/hivemind/services/notifier/internal/delivery"
 	"github.com/hivemind/hivemind/services/notifier/internal/subscription"
 )
@@ -194,7 +195,7 @@ func (e *Engine) finishDelivery(ctx context.Context, h *hold, d *hivemindv1.Deli
 			break
 		}
 		e.log.Warn("cannot record a delivery yet", "delivery", d.GetId(), "err", err)
-		_ = sleep(wctx, 200*time.Millisecond)
+		_ = backoff.Sleep(wctx, 200*time.Millisecond)
 	}
 	for wctx.Err() == nil {
 		_, err := e.cp.CompleteIntent(wctx, &hivemindv1.CompleteIntentRequest{Key: h.key, Holder: e.cfg.Name, Outcome: outcome})
@@ -207,7 +208,7 @@ func (e *Engine) finishDelivery(ctx context.Context, h *hold, d *hivemindv1.Deli
 			e.log.Warn("lost a delivery claim before completing it", "intent", h.key, "err", err)
 			break
 		}
-		_ = sleep(wctx, 200*time.Millisecond)
+		_ = backoff.Sleep(wctx, 200*time.Millisecond)
 	}
 	return result{key: h.key, retryAt: time.Now().Add(e.cfg.Lease)}
 }
