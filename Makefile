@@ -1,7 +1,7 @@
 # hivemind — build, test and run. `make help` lists the targets.
 
 SHELL := /bin/bash
-MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier bench test/sink test/attack
+MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier cmd/hivectl bench test/sink test/attack
 BINARIES := controlplane:hivemind-controlplane host:hivemind-host dnsprocessor:hivemind-dns notifier:hivemind-notifier
 # Test tools of the compose cluster (test/sink; test/attack plays a compromised
 # host in the e2e suite), built into dist/ beside the roles.
@@ -62,13 +62,15 @@ lint: $(BIN)/buf ## buf lint, gofmt and go vet on every module
 breaking: $(BIN)/buf ## buf breaking against main
 	buf breaking --against '$(BREAKING_AGAINST)'
 
-build: ## build the four binaries into ./bin
+build: ## build the four role binaries and hivectl into ./bin
 	@for b in $(BINARIES); do m=$${b%%:*}; n=$${b##*:}; \
 		echo "go build $$n"; (cd services/$$m && go build -ldflags '$(LDFLAGS)' -o $(BIN)/$$n ./cmd/$$n) || exit 1; done
+	@echo "go build hivectl"; (cd cmd/hivectl && go build -ldflags '$(LDFLAGS)' -o $(BIN)/hivectl .)
 
-dist: ## build static linux binaries for the container images (roles and test sinks) into ./dist
+dist: ## build static linux binaries for the container images (roles, hivectl and test sinks) into ./dist
 	@for b in $(BINARIES); do m=$${b%%:*}; n=$${b##*:}; \
 		echo "go build (static) $$n"; (cd services/$$m && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
+	@echo "go build (static) hivectl"; (cd cmd/hivectl && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/hivectl .)
 	@for n in $(SINKS); do \
 		echo "go build (static) $$n"; (cd test/sink && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '-s -w' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
 	@echo "go build (static) hivemind-attack"; (cd test/attack && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '-s -w' -o $(DIST)/hivemind-attack ./cmd/hivemind-attack)
