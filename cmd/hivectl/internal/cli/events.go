@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -53,7 +55,11 @@ func (g *globals) streamEvents(cmd *cobra.Command, key string, exact bool, from 
 		req.ProgressInterval = durationpb.New(200 * time.Millisecond)
 	}
 	g.live = !untilNow
-	g.streamHeader(eventHeader...)
+	if g.live {
+		g.streamHeader(fixedRow(eventWidths, eventHeader...))
+	} else {
+		g.streamHeader(eventHeader...)
+	}
 	err = cp.Watch(ctx, req, func(resp *hivemindv1.WatchResponse) error {
 		for _, e := range resp.GetEvents() {
 			if untilNow && e.GetRevision() > upTo {
@@ -62,7 +68,7 @@ func (g *globals) streamEvents(cmd *cobra.Command, key string, exact bool, from 
 			if exact && e.GetUri() != key {
 				continue
 			}
-			if err := g.printItem(toEvent(e), func(w io.Writer) { eventRow(w, e) }); err != nil {
+			if err := g.printItem(toEvent(e), func(w io.Writer) { eventRow(w, e, g.live) }); err != nil {
 				return err
 			}
 		}
@@ -74,11 +80,15 @@ func (g *globals) streamEvents(cmd *cobra.Command, key string, exact bool, from 
 	if errors.Is(err, errCaughtUp) {
 		return nil
 	}
-	if !untilNow && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && cmd.Context().Err() != nil {
-		return nil // interrupted: a watch ends this way
-	}
-	if !untilNow && errors.Is(err, context.DeadlineExceeded) {
-		return nil // --timeout bounds a watch; reaching it is not a failure
+	if !untilNow {
+		// A watch ends when interrupted or when --timeout runs out; the
+		// server may report the deadline before the local timer fires.
+		if cmd.Context().Err() != nil && (errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled) {
+			return nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+			return nil
+		}
 	}
 	return err
 }

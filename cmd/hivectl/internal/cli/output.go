@@ -189,8 +189,37 @@ func toEvent(e *hivemindv1.Event) *eventOut {
 
 var eventHeader = []any{"REVISION", "TYPE", "HOOK", "URI", "SOURCE", "PAYLOAD"}
 
-func eventRow(w io.Writer, e *hivemindv1.Event) {
-	row(w, e.GetRevision(), e.GetType(), hookName(e.GetHook()), e.GetUri(), orDash(e.GetSource()), cell(e.GetPayload()))
+// eventWidths are the column widths of a live event table, which cannot
+// wait for every row to align them.
+var eventWidths = []int{9, 18, 7, 32, 12}
+
+// eventRow writes an event's table line: tab-separated for a table that
+// is aligned once complete, in fixed widths for a live one.
+func eventRow(w io.Writer, e *hivemindv1.Event, live bool) {
+	cols := []any{e.GetRevision(), e.GetType(), hookName(e.GetHook()), e.GetUri(), orDash(e.GetSource()), cell(e.GetPayload())}
+	if live {
+		fmt.Fprintln(w, fixedRow(eventWidths, cols...))
+		return
+	}
+	row(w, cols...)
+}
+
+// fixedRow pads each column but the last to its width (a longer value
+// still gets one space after it).
+func fixedRow(widths []int, cols ...any) string {
+	var b strings.Builder
+	for i, c := range cols {
+		s := fmt.Sprint(c)
+		b.WriteString(s)
+		if i < len(cols)-1 {
+			pad := 1
+			if i < len(widths) && widths[i] > len(s) {
+				pad = widths[i] - len(s)
+			}
+			b.WriteString(strings.Repeat(" ", pad))
+		}
+	}
+	return b.String()
 }
 
 func hookName(h hivemindv1.Hook) string {
