@@ -280,6 +280,40 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		}
 	})
 
+	// Last: these change what the subtests above rely on.
+	t.Run("compact", func(t *testing.T) {
+		var st statusOut
+		h.json(&st, "status")
+		var r struct {
+			Epoch          uint64 `json:"epoch"`
+			OldestRevision int64  `json:"oldest_revision"`
+		}
+		h.json(&r, "compact", itoa(st.Revision))
+		if r.Epoch <= st.Epoch || r.OldestRevision != st.Revision {
+			t.Fatalf("compact %d: %+v (epoch before %d)", st.Revision, r, st.Epoch)
+		}
+		code, _, errs := h.run("", "watch", "--prefix", "/", "--rev", "1", "--timeout", "5s")
+		if code != ExitError || !strings.Contains(errs, "out of range") || !strings.Contains(errs, itoa(st.Revision)) {
+			t.Fatalf("watch of compacted history: exit %d %q", code, errs)
+		}
+	})
+
+	t.Run("members remove", func(t *testing.T) {
+		out := h.ok("members", "remove", "notifier1")
+		if !strings.HasPrefix(out, "removed notifier1") || strings.Contains(out, "raft") {
+			t.Fatalf("members remove: %q", out)
+		}
+		var l struct {
+			Members []memberOut `json:"members"`
+		}
+		h.json(&l, "members", "list")
+		for _, m := range l.Members {
+			if m.Name == "notifier1" && m.State != "left" {
+				t.Fatalf("notifier1 after remove: %+v", m)
+			}
+		}
+	})
+
 	t.Run("bad connections", func(t *testing.T) {
 		bad := &hivectl{t: t, env: map[string]string{"HIVEMIND_ENDPOINTS": h.env["HIVEMIND_ENDPOINTS"], "HIVEMIND_TOKEN": "hmo_wrong"}}
 		code, out, errs := bad.run("", "get", "/app/web/config")
