@@ -28,7 +28,7 @@ COMPOSE ?= $(shell if command -v docker-compose >/dev/null 2>&1; then echo docke
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 BREAKING_AGAINST ?= .git\#branch=main
 
-.PHONY: help tools generate check-generated lint breaking build dist test test-long certs run up down e2e bench clean
+.PHONY: help tools generate check-generated lint breaking build dist test test-long certs run check-readme up down e2e bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ certs: ## a development CA and a TLS certificate per compose node in ./certs (th
 
 run: build $(BIN)/grpcurl ## a local cluster on loopback: 3 control-plane nodes, host, dns, notifier (Ctrl-C stops it)
 	deploy/local/run.sh
+
+check-readme: build $(BIN)/grpcurl ## run every bin/hivectl and bin/grpcurl example of README.md and docs/hivectl.md against a running make run
+	test/readme/check.sh
 
 up: dist certs ## build the images and start the docker-compose cluster (TLS, certificates from make certs)
 	$(COMPOSE) up -d --build

@@ -326,6 +326,31 @@ func TestCommandsAgainstACluster(t *testing.T) {
 			t.Fatalf("unreachable: %d %q", code, errs)
 		}
 	})
+
+	// The leader dies: the control-plane client moves to the others, and
+	// status shows the dead member without calling the cluster degraded.
+	t.Run("leader killed", func(t *testing.T) {
+		var st statusOut
+		h.json(&st, "status")
+		dead := st.Leader
+		c.Kill(dead)
+		h.ok("put", "/app/failover", "yes")
+		if out := h.ok("get", "/app/failover"); !strings.Contains(out, "yes") {
+			t.Fatalf("get after failover: %q", out)
+		}
+		c.WaitFor("a new leader", 30*time.Second, func(context.Context) bool {
+			code, out, _ := h.run("", "status", "-o", "json")
+			return code == ExitOK && json.Unmarshal([]byte(out), &st) == nil && st.Leader != "" && !st.Degraded
+		})
+		if st.Leader == dead {
+			t.Fatalf("status names the killed %s as leader", dead)
+		}
+		for _, m := range st.Members {
+			if m.Name == dead && m.Health != "unreachable" {
+				t.Errorf("killed %s: health %q, want unreachable", dead, m.Health)
+			}
+		}
+	})
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
