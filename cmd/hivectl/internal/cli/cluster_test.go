@@ -334,7 +334,12 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		h.json(&st, "status")
 		dead := st.Leader
 		c.Kill(dead)
-		h.ok("put", "/app/failover", "yes")
+		// Within the election, a write may find no leader; the client
+		// retries for a few seconds, the test gives a loaded machine more.
+		c.WaitFor("a write after the leader died", 30*time.Second, func(context.Context) bool {
+			code, _, _ := h.run("", "put", "/app/failover", "yes")
+			return code == ExitOK
+		})
 		if out := h.ok("get", "/app/failover"); !strings.Contains(out, "yes") {
 			t.Fatalf("get after failover: %q", out)
 		}

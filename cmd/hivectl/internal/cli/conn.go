@@ -174,7 +174,9 @@ func (c *clients) controlPlane(ctx context.Context) (*cpclient.Client, error) {
 	} else if status.Code(err) != codes.Unavailable && status.Code(err) != codes.Unimplemented {
 		return nil, err
 	}
-	cl, err := cpclient.New(cpclient.Config{Endpoints: eps, Dial: c.dial, MaxAttempts: 2 * len(eps), UnaryAppends: true})
+	// Enough attempts to outlast an election (about 4.5s of backoff at
+	// the client's defaults), and to try every endpoint twice.
+	cl, err := cpclient.New(cpclient.Config{Endpoints: eps, Dial: c.dial, MaxAttempts: max(8, 2*len(eps)), UnaryAppends: true})
 	if err != nil {
 		return nil, err
 	}

@@ -21,9 +21,10 @@ import (
 var errCaughtUp = errors.New("caught up")
 
 // streamEvents prints the events under key (exactly key when exact) from
-// revision from on. With untilNow it stops at the revision that was
-// current when it began; otherwise it runs until the context ends.
-func (g *globals) streamEvents(cmd *cobra.Command, key string, exact bool, from int64, types []string, untilNow bool) error {
+// revision from on, leaving out those older than notBefore when set. With
+// untilNow it stops at the revision that was current when it began;
+// otherwise it runs until the context ends.
+func (g *globals) streamEvents(cmd *cobra.Command, key string, exact bool, from int64, notBefore time.Time, types []string, untilNow bool) error {
 	ctx, cancel := g.ctx(cmd, !untilNow)
 	defer cancel()
 	cl, err := g.clients()
@@ -34,8 +35,10 @@ func (g *globals) streamEvents(cmd *cobra.Command, key string, exact bool, from 
 	if err != nil {
 		return err
 	}
+	// A history starts at the oldest retained revision unless told
+	// otherwise; so does a live watch asked for events since a time.
 	var upTo int64
-	if untilNow {
+	if untilNow || (from == 0 && !notBefore.IsZero()) {
 		st, err := cp.Status(ctx)
 		if err != nil {
 			return err
@@ -44,7 +47,7 @@ func (g *globals) streamEvents(cmd *cobra.Command, key string, exact bool, from 
 		if from == 0 {
 			from = max(st.GetOldestRevision(), 1)
 		}
-		if from > upTo {
+		if untilNow && from > upTo {
 			return nil
 		}
 	}
@@ -66,6 +69,9 @@ func (g *globals) streamEvents(cmd *cobra.Command, key string, exact bool, from 
 				return errCaughtUp
 			}
 			if exact && e.GetUri() != key {
+				continue
+			}
+			if !notBefore.IsZero() && e.GetTime().AsTime().Before(notBefore) {
 				continue
 			}
 			if err := g.printItem(toEvent(e), func(w io.Writer) { eventRow(w, e, g.live) }); err != nil {
@@ -98,7 +104,7 @@ func timestampIn(d time.Duration) *timestamppb.Timestamp {
 }
 
 func eventsCmd(g *globals) *cobra.Command {
-	var since int64
+	var since string
 	var prefix string
 	var types []string
 	var follow bool
@@ -106,17 +112,23 @@ func eventsCmd(g *globals) *cobra.Command {
 		Use:   "events",
 		Short: "List the event log, or append an event",
 		Long: `List the retained events, oldest first, up to the current revision:
-every one, or those of --type and under --prefix, from --since on. With
+every one, or those of --type and under --prefix, from --since on: a
+revision, a duration back from now (10m, 2h) or a time (RFC 3339). With
 --follow, keep streaming new ones.`,
 		Example: `  hivectl events --type member.joined,member.failed
   hivectl events --prefix /app/ --since 10 -o json
+  hivectl events --type member.failed --since 1h
   hivectl events --follow --type deploy.started`,
 		Args: exactArgs(),
 		RunE: g.run(func(cmd *cobra.Command, _ []string) error {
-			return g.streamEvents(cmd, prefix, false, since, types, !follow)
+			rev, notBefore, err := parseSince(since, time.Now())
+			if err != nil {
+				return err
+			}
+			return g.streamEvents(cmd, prefix, false, rev, notBefore, types, !follow)
 		}),
 	}
-	cmd.Flags().Int64Var(&since, "since", 0, "first revision (0: the oldest retained; with --follow: from now)")
+	cmd.Flags().StringVar(&since, "since", "", "first revision, or a duration back from now, or an RFC 3339 time (default: the oldest retained; with --follow: from now)")
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only events whose uri starts with this")
 	cmd.Flags().StringSliceVar(&types, "type", nil, "only these event types (repeat or comma-separate)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep streaming new events after the history")
@@ -184,4 +196,25 @@ intent.*, subscription.*) are refused; the event's source is the caller.`,
 	cmd.Flags().Uint32Var(&maxHops, "max-hops", 0, "TTL: at most this many hops (0: unlimited)")
 	cmd.Flags().DurationVar(&expiresIn, "expires-in", 0, "TTL: not delivered after this long")
 	return cmd
+}
+
+// parseSince reads --since: a revision, a duration back from now, or a
+// time. It returns the revision (0 when a time was given) and the time.
+func parseSince(s string, now time.Time) (int64, time.Time, error) {
+	if s == "" {
+		return 0, time.Time{}, nil
+	}
+	if r, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if r <= 0 {
+			return 0, time.Time{}, usagef("--since %q: a revision is positive", s)
+		}
+		return r, time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return 0, now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return 0, t, nil
+	}
+	return 0, time.Time{}, usagef("--since %q: want a revision, a duration (10m) or an RFC 3339 time", s)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -125,5 +126,28 @@ func TestEnvironmentFillsFlags(t *testing.T) {
 	code, _, errs = run(t, map[string]string{"HIVEMIND_TIMEOUT": "soon"}, "get", "/a")
 	if code != ExitUsage || !strings.Contains(errs, `HIVEMIND_TIMEOUT="soon"`) {
 		t.Fatalf("HIVEMIND_TIMEOUT=soon: exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		rev  int64
+		at   time.Time
+		fail bool
+	}{
+		{"", 0, time.Time{}, false},
+		{"42", 42, time.Time{}, false},
+		{"90m", 0, now.Add(-90 * time.Minute), false},
+		{"2026-04-30T10:00:00Z", 0, time.Date(2026, 4, 30, 10, 0, 0, 0, time.UTC), false},
+		{"0", 0, time.Time{}, true},
+		{"-5m", 0, time.Time{}, true},
+		{"yesterday", 0, time.Time{}, true},
+	} {
+		rev, at, err := parseSince(tc.in, now)
+		if (err != nil) != tc.fail || rev != tc.rev || !at.Equal(tc.at) {
+			t.Errorf("parseSince(%q) = %d, %v, %v; want %d, %v, fail %v", tc.in, rev, at, err, tc.rev, tc.at, tc.fail)
+		}
 	}
 }

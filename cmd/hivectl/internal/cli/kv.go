@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -71,7 +72,11 @@ func getCmd(g *globals) *cobra.Command {
 			}
 			outs := make([]*kvOut, 0, len(kvs))
 			for _, kv := range kvs {
-				outs = append(outs, toKV(kv))
+				o := toKV(kv)
+				if keysOnly {
+					o.Value = nil // not read, rather than empty
+				}
+				outs = append(outs, o)
 			}
 			return g.print(struct {
 				Header headerOut `json:"header"`
@@ -214,7 +219,7 @@ object per line.`,
   hivectl watch --prefix / --type member.failed --timeout 1m`,
 		Args: exactArgs("KEY"),
 		RunE: g.run(func(cmd *cobra.Command, args []string) error {
-			return g.streamEvents(cmd, args[0], !prefix, rev, types, false)
+			return g.streamEvents(cmd, args[0], !prefix, rev, time.Time{}, types, false)
 		}),
 	}
 	cmd.Flags().BoolVar(&prefix, "prefix", false, "every uri starting with KEY")
