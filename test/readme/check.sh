@@ -2,8 +2,8 @@
 # Runs the command examples of the README and docs/hivectl.md against a
 # running `make run` cluster, in the order they are written, and fails on
 # the first one that exits non-zero. An example is a line of a ```sh block
-# that starts with bin/hivectl or bin/grpcurl (a grpcurl line may go on
-# over the next lines while a quote is open).
+# that starts with bin/hivectl or bin/grpcurl, or pipes into bin/hivectl
+# (a line may go on over the next lines while a quote is open).
 #
 #   make run                  # in one terminal
 #   test/readme/check.sh      # in another, from anywhere
@@ -27,7 +27,7 @@ examples() {
 		/^```/   { inblock = 0; next }
 		!inblock { next }
 		cont     { cmd = cmd "\n" $0; if (gsub(/\047/, "\047", $0) % 2 == 1) { cont = 0; printf "%s%c", cmd, 0 }; next }
-		/^bin\/(hivectl|grpcurl) / {
+		/^bin\/(hivectl|grpcurl) / || /\| *bin\/hivectl / {
 			q = gsub(/\047/, "\047", $0)
 			if (q % 2 == 1) { cont = 1; cmd = $0; next }
 			printf "%s%c", $0, 0
@@ -41,7 +41,7 @@ for f in $FILES; do
 		case $ex in
 		*127.0.0.1:170*|*127.0.0.1:171*|*127.0.0.1:172*|*127.0.0.1:173*) skipped=$((skipped + 1)); continue ;;
 		esac
-		if [ -n "$ONLY" ] && [[ $ex != bin/$ONLY* ]]; then
+		if [ -n "$ONLY" ] && [[ $ex != bin/$ONLY* && $ex != *"| bin/$ONLY"* ]]; then
 			skipped=$((skipped + 1))
 			continue
 		fi
