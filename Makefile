@@ -1,7 +1,7 @@
 # hivemind — build, test and run. `make help` lists the targets.
 
 SHELL := /bin/bash
-MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier bench test/sink test/attack
+MODULES  := pkg services/controlplane services/host services/dnsprocessor services/notifier cmd/hivectl bench test/sink test/attack
 BINARIES := controlplane:hivemind-controlplane host:hivemind-host dnsprocessor:hivemind-dns notifier:hivemind-notifier
 # Test tools of the compose cluster (test/sink; test/attack plays a compromised
 # host in the e2e suite), built into dist/ beside the roles.
@@ -28,7 +28,7 @@ COMPOSE ?= $(shell if command -v docker-compose >/dev/null 2>&1; then echo docke
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 BREAKING_AGAINST ?= .git\#branch=main
 
-.PHONY: help tools generate check-generated lint breaking build dist test test-long certs run up down e2e bench clean
+.PHONY: help tools generate check-generated lint breaking build dist test test-long certs run check-readme up down e2e bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -62,13 +62,15 @@ lint: $(BIN)/buf ## buf lint, gofmt and go vet on every module
 breaking: $(BIN)/buf ## buf breaking against main
 	buf breaking --against '$(BREAKING_AGAINST)'
 
-build: ## build the four binaries into ./bin
+build: ## build the four role binaries and hivectl into ./bin
 	@for b in $(BINARIES); do m=$${b%%:*}; n=$${b##*:}; \
 		echo "go build $$n"; (cd services/$$m && go build -ldflags '$(LDFLAGS)' -o $(BIN)/$$n ./cmd/$$n) || exit 1; done
+	@echo "go build hivectl"; (cd cmd/hivectl && go build -ldflags '$(LDFLAGS)' -o $(BIN)/hivectl .)
 
-dist: ## build static linux binaries for the container images (roles and test sinks) into ./dist
+dist: ## build static linux binaries for the container images (roles, hivectl and test sinks) into ./dist
 	@for b in $(BINARIES); do m=$${b%%:*}; n=$${b##*:}; \
 		echo "go build (static) $$n"; (cd services/$$m && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
+	@echo "go build (static) hivectl"; (cd cmd/hivectl && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/hivectl .)
 	@for n in $(SINKS); do \
 		echo "go build (static) $$n"; (cd test/sink && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '-s -w' -o $(DIST)/$$n ./cmd/$$n) || exit 1; done
 	@echo "go build (static) hivemind-attack"; (cd test/attack && CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '-s -w' -o $(DIST)/hivemind-attack ./cmd/hivemind-attack)
@@ -87,6 +89,9 @@ certs: ## a development CA and a TLS certificate per compose node in ./certs (th
 
 run: build $(BIN)/grpcurl ## a local cluster on loopback: 3 control-plane nodes, host, dns, notifier (Ctrl-C stops it)
 	deploy/local/run.sh
+
+check-readme: build $(BIN)/grpcurl ## run every bin/hivectl and bin/grpcurl example of README.md and docs/hivectl.md against a running make run
+	test/readme/check.sh
 
 up: dist certs ## build the images and start the docker-compose cluster (TLS, certificates from make certs)
 	$(COMPOSE) up -d --build
