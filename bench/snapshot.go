@@ -62,11 +62,12 @@ func benchSnapshot(ctx context.Context, dir, binDir string, hosts, events int) (
 	fmt.Fprintf(os.Stderr, "snapshot: loaded %d hosts and %d events in %s\n", hosts, events, time.Since(t0).Round(time.Millisecond))
 
 	// Writers go on during the save; only latencies of writes that start
-	// while it runs count.
-	var saving atomic.Bool
+	// and end while it runs count. The same writers for as long before the
+	// save give the latencies to compare with.
+	var phase atomic.Int32 // 0: warming up, 1: before the save, 2: during it
 	stop := make(chan struct{})
 	var mu sync.Mutex
-	var lat []time.Duration
+	var lat, before []time.Duration
 	var writeErrs atomic.Int64
 	var wg sync.WaitGroup
 	for w := range 8 {
@@ -79,44 +80,53 @@ func benchSnapshot(ctx context.Context, dir, binDir string, hosts, events int) (
 					return
 				default:
 				}
-				during := saving.Load()
+				during := phase.Load()
 				c, cancel := context.WithTimeout(ctx, 10*time.Second)
 				t := time.Now()
 				_, err := cl.Put(c, &hivemindv1.PutRequest{Key: hostKey((w*7919 + i) % hosts), Value: record})
 				d := time.Since(t)
 				cancel()
-				if !during || !saving.Load() {
+				if during == 0 || phase.Load() != during {
 					continue
 				}
 				if err != nil {
-					writeErrs.Add(1)
+					if during == 2 {
+						writeErrs.Add(1)
+					}
 					continue
 				}
 				mu.Lock()
-				lat = append(lat, d)
+				if during == 2 {
+					lat = append(lat, d)
+				} else {
+					before = append(before, d)
+				}
 				mu.Unlock()
 			}
 		}()
 	}
-	time.Sleep(time.Second) // writers at full speed before the save starts
+	time.Sleep(time.Second) // writers at full speed first
+	phase.Store(1)
+	time.Sleep(2 * time.Second)
 	file := filepath.Join(dir, "bench.hmsnap")
-	saving.Store(true)
+	phase.Store(2)
 	start := time.Now()
 	size, err := saveSnapshotFile(ctx, eps[1], file)
 	saveTime := time.Since(start)
-	saving.Store(false)
+	phase.Store(0)
 	close(stop)
 	wg.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("save: %w", err)
 	}
 	mu.Lock()
-	save := summarize(lat)
+	save, base := summarize(lat), summarize(before)
 	mu.Unlock()
 	save.Name, save.System, save.Clients, save.Errors = "controlplane.snapshot", "hivemind", 8, writeErrs.Load()
 	save.Seconds = saveTime.Seconds()
-	save.Note = fmt.Sprintf("save of %d hosts + %d events: %.2fs, %d bytes; p50/p99/max are the %d puts of 8 writers during the save", hosts, events, saveTime.Seconds(), size, save.Ops)
-	fmt.Fprintf(os.Stderr, "snapshot: saved %d bytes in %s; writes during the save: %d, p99 %.1fms, %d errors\n", size, saveTime.Round(time.Millisecond), save.Ops, save.P99ms, save.Errors)
+	save.Note = fmt.Sprintf("save of %d hosts + %d events: %.2fs, %d bytes; p50/p99/max are the %d puts of 8 writers during the save (in the 2s before it: %d puts, p50 %.1fms, p99 %.1fms)",
+		hosts, events, saveTime.Seconds(), size, save.Ops, base.Ops, base.P50ms, base.P99ms)
+	fmt.Fprintf(os.Stderr, "snapshot: saved %d bytes in %s; writes during the save: %d, p99 %.1fms, %d errors; before it: p99 %.1fms\n", size, saveTime.Round(time.Millisecond), save.Ops, save.P99ms, save.Errors, base.P99ms)
 	old.stop()
 
 	rst, err := restoreAndServe(ctx, filepath.Join(dir, "new"), binDir, file, eps, filepath.Join(dir, "old"), hostKey(hosts-1))
