@@ -23,8 +23,7 @@ import (
 // the process's exit status.
 
 const subcommandsHelp = `
-Subcommands (each with its own --help):
-  healthcheck     exit 0 when this node's gRPC health service reports SERVING
+Backup and recovery subcommands (each with its own --help; see docs/operations.md):
   snapshot save   stream a snapshot of the cluster's state from a member into a file
   snapshot status check a snapshot file and print its header
   restore         prepare a new member's data directory from a snapshot file
