@@ -102,7 +102,7 @@ down: ## stop and remove the docker-compose cluster
 e2e: dist certs $(BIN)/grpcurl ## bring the compose cluster up, check every container, tear it down
 	COMPOSE="$(COMPOSE)" test/e2e/run.sh
 
-BENCH_SUITES ?= controlplane membership dns notifier
+BENCH_SUITES ?= controlplane membership dns notifier snapshot
 
 bench: build ## every benchmark on loopback (etcd, NSD side by side when installed); results appended to bench/out/results.jsonl
 	@for s in $(BENCH_SUITES); do echo "== bench -suite $$s"; \

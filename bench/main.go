@@ -40,7 +40,9 @@ func main() {
 	etcdBin := flag.String("etcd", "etcd", "etcd binary; skipped when not found")
 	endpoints := flag.String("endpoints", "", "drive this running control plane (comma-separated gRPC addresses) instead of starting one")
 	flag.StringVar(&apiToken, "token", os.Getenv("HIVEMIND_TOKEN"), "operator API token (read, write) for -endpoints; default $HIVEMIND_TOKEN")
-	suite := flag.String("suite", "controlplane", "what to measure: controlplane, membership (failure detection: kill → member.failed in the registry), dns (propagation to 2 dns processors, then dns.qps), dnsqps (dns.qps alone: dnsperf against a dns processor and NSD) or notifier (event commit → webhook, 1 and 3 replicas)")
+	suite := flag.String("suite", "controlplane", "what to measure: controlplane, membership (failure detection: kill → member.failed in the registry), dns (propagation to 2 dns processors, then dns.qps), dnsqps (dns.qps alone: dnsperf against a dns processor and NSD), snapshot (controlplane.snapshot: save and restore of a loaded cluster) or notifier (event commit → webhook, 1 and 3 replicas)")
+	snapHosts := flag.Int("snapshot-hosts", 10000, "snapshot suite: host records in the state saved")
+	snapEvents := flag.Int("snapshot-events", 100000, "snapshot suite: events appended to the state saved")
 	dnsChanges := flag.Int("dns-changes", 1000, "dns suite: host record changes measured")
 	dnsRate := flag.Int("dns-rate", 100, "dns suite: host record changes per second")
 	members := flag.Int("members", 50, "membership suite: agents in the gossip pool")
@@ -97,6 +99,17 @@ func main() {
 			fatalf("dns.qps: %v", err)
 		}
 		results = append(results, qps...)
+		printTable(results)
+		if err := appendJSONL(*out, results); err != nil {
+			fatalf("write %s: %v", *out, err)
+		}
+		return
+	}
+	if *suite == "snapshot" {
+		results, err := benchSnapshot(context.Background(), filepath.Join(dir, "snapshot"), mustAbs(*binDir), *snapHosts, *snapEvents)
+		if err != nil {
+			fatalf("snapshot: %v", err)
+		}
 		printTable(results)
 		if err := appendJSONL(*out, results); err != nil {
 			fatalf("write %s: %v", *out, err)

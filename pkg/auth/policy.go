@@ -101,6 +101,8 @@ func DefaultRules() map[string]Requirement {
 		hivemindv1.ControlPlane_Compact_FullMethodName:      NeedAdmin,
 		hivemindv1.ControlPlane_MemberAdd_FullMethodName:    NeedAdmin,
 		hivemindv1.ControlPlane_MemberRemove_FullMethodName: NeedAdmin,
+		// A snapshot holds every key, secrets included.
+		hivemindv1.ControlPlane_Snapshot_FullMethodName: NeedAdmin,
 
 		// A node joins as itself; the role checks the name against the
 		// caller's identity.

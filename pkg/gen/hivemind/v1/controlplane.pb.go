@@ -3267,6 +3267,226 @@ func (x *MemberListResponse) GetMembers() []*Member {
 	return nil
 }
 
+type SnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answer from this member's state without first confirming with the
+	// leader that it is up to date (works without a quorum).
+	Stale         bool `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *SnapshotRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type SnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the snapshot file; the file is the concatenation of
+	// every message's data, in order.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// Set on the first message: the header encoded at the start of the file.
+	Header *SnapshotHeader `protobuf:"bytes,2,opt,name=header,proto3" json:"header,omitempty"`
+	// Set on the last message: the SHA-256 the file ends with, of every byte
+	// before it.
+	Sha256        []byte `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotResponse) Reset() {
+	*x = SnapshotResponse{}
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotResponse) ProtoMessage() {}
+
+func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *SnapshotResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetHeader() *SnapshotHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+// SnapshotHeader describes a snapshot file.
+type SnapshotHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Version of the file format; a binary refuses a version it does not
+	// know.
+	FormatVersion uint32 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
+	// Revision of the state the snapshot holds.
+	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Cluster id (raft) of the cluster it was taken from.
+	ClusterId uint64                 `protobuf:"varint,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Name of the member that took it.
+	Member string `protobuf:"bytes,5,opt,name=member,proto3" json:"member,omitempty"`
+	// Cluster epoch of the state.
+	Epoch uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Length in bytes of the state that follows the header.
+	StateBytes uint64 `protobuf:"varint,7,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	// The control-plane members (raft voters and learners) at the time.
+	Members       []*Member `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotHeader) Reset() {
+	*x = SnapshotHeader{}
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotHeader) ProtoMessage() {}
+
+func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_v1_controlplane_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
+func (*SnapshotHeader) Descriptor() ([]byte, []int) {
+	return file_hivemind_v1_controlplane_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *SnapshotHeader) GetFormatVersion() uint32 {
+	if x != nil {
+		return x.FormatVersion
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *SnapshotHeader) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetStateBytes() uint64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_hivemind_v1_controlplane_proto protoreflect.FileDescriptor
 
 const file_hivemind_v1_controlplane_proto_rawDesc = "" +
@@ -3506,14 +3726,32 @@ const file_hivemind_v1_controlplane_proto_rawDesc = "" +
 	"\x11MemberListRequest\"x\n" +
 	"\x12MemberListResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.hivemind.v1.ResponseHeaderR\x06header\x12-\n" +
-	"\amembers\x18\x02 \x03(\v2\x13.hivemind.v1.MemberR\amembers*_\n" +
+	"\amembers\x18\x02 \x03(\v2\x13.hivemind.v1.MemberR\amembers\"'\n" +
+	"\x0fSnapshotRequest\x12\x14\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\"s\n" +
+	"\x10SnapshotResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x123\n" +
+	"\x06header\x18\x02 \x01(\v2\x1b.hivemind.v1.SnapshotHeaderR\x06header\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha256\"\xab\x02\n" +
+	"\x0eSnapshotHeader\x12%\n" +
+	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\x04R\tclusterId\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
+	"\x06member\x18\x05 \x01(\tR\x06member\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vstate_bytes\x18\a \x01(\x04R\n" +
+	"stateBytes\x12-\n" +
+	"\amembers\x18\b \x03(\v2\x13.hivemind.v1.MemberR\amembers*_\n" +
 	"\x04Hook\x12\x14\n" +
 	"\x10HOOK_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vHOOK_CREATE\x10\x01\x12\x0f\n" +
 	"\vHOOK_MODIFY\x10\x02\x12\x0f\n" +
 	"\vHOOK_DELETE\x10\x03\x12\x0e\n" +
 	"\n" +
-	"HOOK_QUERY\x10\x042\xaa\t\n" +
+	"HOOK_QUERY\x10\x042\xf5\t\n" +
 	"\fControlPlane\x12A\n" +
 	"\x06Status\x12\x1a.hivemind.v1.StatusRequest\x1a\x1b.hivemind.v1.StatusResponse\x12P\n" +
 	"\vAppendEvent\x12\x1f.hivemind.v1.AppendEventRequest\x1a .hivemind.v1.AppendEventResponse\x12W\n" +
@@ -3531,7 +3769,8 @@ const file_hivemind_v1_controlplane_proto_rawDesc = "" +
 	"\tMemberAdd\x12\x1d.hivemind.v1.MemberAddRequest\x1a\x1e.hivemind.v1.MemberAddResponse\x12S\n" +
 	"\fMemberRemove\x12 .hivemind.v1.MemberRemoveRequest\x1a!.hivemind.v1.MemberRemoveResponse\x12M\n" +
 	"\n" +
-	"MemberList\x12\x1e.hivemind.v1.MemberListRequest\x1a\x1f.hivemind.v1.MemberListResponseB\xae\x01\n" +
+	"MemberList\x12\x1e.hivemind.v1.MemberListRequest\x1a\x1f.hivemind.v1.MemberListResponse\x12I\n" +
+	"\bSnapshot\x12\x1c.hivemind.v1.SnapshotRequest\x1a\x1d.hivemind.v1.SnapshotResponse0\x01B\xae\x01\n" +
 	"\x0fcom.hivemind.v1B\x11ControlplaneProtoP\x01Z;github.com/hivemind/hivemind/pkg/gen/hivemind/v1;hivemindv1\xa2\x02\x03HXX\xaa\x02\vHivemind.V1\xca\x02\vHivemind\\V1\xe2\x02\x17Hivemind\\V1\\GPBMetadata\xea\x02\fHivemind::V1b\x06proto3"
 
 var (
@@ -3547,7 +3786,7 @@ func file_hivemind_v1_controlplane_proto_rawDescGZIP() []byte {
 }
 
 var file_hivemind_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_hivemind_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_hivemind_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_hivemind_v1_controlplane_proto_goTypes = []any{
 	(Hook)(0),                      // 0: hivemind.v1.Hook
 	(Compare_Target)(0),            // 1: hivemind.v1.Compare.Target
@@ -3598,15 +3837,18 @@ var file_hivemind_v1_controlplane_proto_goTypes = []any{
 	(*MemberRemoveResponse)(nil),   // 46: hivemind.v1.MemberRemoveResponse
 	(*MemberListRequest)(nil),      // 47: hivemind.v1.MemberListRequest
 	(*MemberListResponse)(nil),     // 48: hivemind.v1.MemberListResponse
-	(*timestamppb.Timestamp)(nil),  // 49: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 50: google.protobuf.Duration
+	(*SnapshotRequest)(nil),        // 49: hivemind.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 50: hivemind.v1.SnapshotResponse
+	(*SnapshotHeader)(nil),         // 51: hivemind.v1.SnapshotHeader
+	(*timestamppb.Timestamp)(nil),  // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 53: google.protobuf.Duration
 }
 var file_hivemind_v1_controlplane_proto_depIdxs = []int32{
-	49, // 0: hivemind.v1.EventTTL.expires_at:type_name -> google.protobuf.Timestamp
+	52, // 0: hivemind.v1.EventTTL.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: hivemind.v1.Event.hook:type_name -> hivemind.v1.Hook
 	5,  // 2: hivemind.v1.Event.ttl:type_name -> hivemind.v1.EventTTL
 	6,  // 3: hivemind.v1.Event.attachments:type_name -> hivemind.v1.Attachment
-	49, // 4: hivemind.v1.Event.time:type_name -> google.protobuf.Timestamp
+	52, // 4: hivemind.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 5: hivemind.v1.Event.kv:type_name -> hivemind.v1.KeyValue
 	4,  // 6: hivemind.v1.StatusResponse.header:type_name -> hivemind.v1.ResponseHeader
 	42, // 7: hivemind.v1.StatusResponse.voters:type_name -> hivemind.v1.Member
@@ -3618,7 +3860,7 @@ var file_hivemind_v1_controlplane_proto_depIdxs = []int32{
 	7,  // 13: hivemind.v1.AppendEventResponse.event:type_name -> hivemind.v1.Event
 	11, // 14: hivemind.v1.AppendEventsRequest.event:type_name -> hivemind.v1.AppendEventRequest
 	12, // 15: hivemind.v1.AppendEventsResponse.appended:type_name -> hivemind.v1.AppendEventResponse
-	50, // 16: hivemind.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	53, // 16: hivemind.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
 	4,  // 17: hivemind.v1.WatchResponse.header:type_name -> hivemind.v1.ResponseHeader
 	7,  // 18: hivemind.v1.WatchResponse.events:type_name -> hivemind.v1.Event
 	4,  // 19: hivemind.v1.PutResponse.header:type_name -> hivemind.v1.ResponseHeader
@@ -3642,9 +3884,9 @@ var file_hivemind_v1_controlplane_proto_depIdxs = []int32{
 	4,  // 37: hivemind.v1.TxnResponse.header:type_name -> hivemind.v1.ResponseHeader
 	30, // 38: hivemind.v1.TxnResponse.results:type_name -> hivemind.v1.TxnOpResult
 	3,  // 39: hivemind.v1.Intent.state:type_name -> hivemind.v1.Intent.State
-	50, // 40: hivemind.v1.Intent.lease:type_name -> google.protobuf.Duration
-	49, // 41: hivemind.v1.Intent.expires_at:type_name -> google.protobuf.Timestamp
-	50, // 42: hivemind.v1.ClaimIntentRequest.lease:type_name -> google.protobuf.Duration
+	53, // 40: hivemind.v1.Intent.lease:type_name -> google.protobuf.Duration
+	52, // 41: hivemind.v1.Intent.expires_at:type_name -> google.protobuf.Timestamp
+	53, // 42: hivemind.v1.ClaimIntentRequest.lease:type_name -> google.protobuf.Duration
 	4,  // 43: hivemind.v1.ClaimIntentResponse.header:type_name -> hivemind.v1.ResponseHeader
 	33, // 44: hivemind.v1.ClaimIntentResponse.intent:type_name -> hivemind.v1.Intent
 	4,  // 45: hivemind.v1.CompleteIntentResponse.header:type_name -> hivemind.v1.ResponseHeader
@@ -3659,43 +3901,48 @@ var file_hivemind_v1_controlplane_proto_depIdxs = []int32{
 	42, // 54: hivemind.v1.MemberRemoveResponse.members:type_name -> hivemind.v1.Member
 	4,  // 55: hivemind.v1.MemberListResponse.header:type_name -> hivemind.v1.ResponseHeader
 	42, // 56: hivemind.v1.MemberListResponse.members:type_name -> hivemind.v1.Member
-	9,  // 57: hivemind.v1.ControlPlane.Status:input_type -> hivemind.v1.StatusRequest
-	11, // 58: hivemind.v1.ControlPlane.AppendEvent:input_type -> hivemind.v1.AppendEventRequest
-	13, // 59: hivemind.v1.ControlPlane.AppendEvents:input_type -> hivemind.v1.AppendEventsRequest
-	15, // 60: hivemind.v1.ControlPlane.Watch:input_type -> hivemind.v1.WatchRequest
-	17, // 61: hivemind.v1.ControlPlane.Put:input_type -> hivemind.v1.PutRequest
-	19, // 62: hivemind.v1.ControlPlane.Get:input_type -> hivemind.v1.GetRequest
-	21, // 63: hivemind.v1.ControlPlane.Range:input_type -> hivemind.v1.RangeRequest
-	23, // 64: hivemind.v1.ControlPlane.Delete:input_type -> hivemind.v1.DeleteRequest
-	31, // 65: hivemind.v1.ControlPlane.Txn:input_type -> hivemind.v1.TxnRequest
-	34, // 66: hivemind.v1.ControlPlane.ClaimIntent:input_type -> hivemind.v1.ClaimIntentRequest
-	36, // 67: hivemind.v1.ControlPlane.CompleteIntent:input_type -> hivemind.v1.CompleteIntentRequest
-	38, // 68: hivemind.v1.ControlPlane.ReleaseIntent:input_type -> hivemind.v1.ReleaseIntentRequest
-	40, // 69: hivemind.v1.ControlPlane.Compact:input_type -> hivemind.v1.CompactRequest
-	43, // 70: hivemind.v1.ControlPlane.MemberAdd:input_type -> hivemind.v1.MemberAddRequest
-	45, // 71: hivemind.v1.ControlPlane.MemberRemove:input_type -> hivemind.v1.MemberRemoveRequest
-	47, // 72: hivemind.v1.ControlPlane.MemberList:input_type -> hivemind.v1.MemberListRequest
-	10, // 73: hivemind.v1.ControlPlane.Status:output_type -> hivemind.v1.StatusResponse
-	12, // 74: hivemind.v1.ControlPlane.AppendEvent:output_type -> hivemind.v1.AppendEventResponse
-	14, // 75: hivemind.v1.ControlPlane.AppendEvents:output_type -> hivemind.v1.AppendEventsResponse
-	16, // 76: hivemind.v1.ControlPlane.Watch:output_type -> hivemind.v1.WatchResponse
-	18, // 77: hivemind.v1.ControlPlane.Put:output_type -> hivemind.v1.PutResponse
-	20, // 78: hivemind.v1.ControlPlane.Get:output_type -> hivemind.v1.GetResponse
-	22, // 79: hivemind.v1.ControlPlane.Range:output_type -> hivemind.v1.RangeResponse
-	24, // 80: hivemind.v1.ControlPlane.Delete:output_type -> hivemind.v1.DeleteResponse
-	32, // 81: hivemind.v1.ControlPlane.Txn:output_type -> hivemind.v1.TxnResponse
-	35, // 82: hivemind.v1.ControlPlane.ClaimIntent:output_type -> hivemind.v1.ClaimIntentResponse
-	37, // 83: hivemind.v1.ControlPlane.CompleteIntent:output_type -> hivemind.v1.CompleteIntentResponse
-	39, // 84: hivemind.v1.ControlPlane.ReleaseIntent:output_type -> hivemind.v1.ReleaseIntentResponse
-	41, // 85: hivemind.v1.ControlPlane.Compact:output_type -> hivemind.v1.CompactResponse
-	44, // 86: hivemind.v1.ControlPlane.MemberAdd:output_type -> hivemind.v1.MemberAddResponse
-	46, // 87: hivemind.v1.ControlPlane.MemberRemove:output_type -> hivemind.v1.MemberRemoveResponse
-	48, // 88: hivemind.v1.ControlPlane.MemberList:output_type -> hivemind.v1.MemberListResponse
-	73, // [73:89] is the sub-list for method output_type
-	57, // [57:73] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	51, // 57: hivemind.v1.SnapshotResponse.header:type_name -> hivemind.v1.SnapshotHeader
+	52, // 58: hivemind.v1.SnapshotHeader.created_at:type_name -> google.protobuf.Timestamp
+	42, // 59: hivemind.v1.SnapshotHeader.members:type_name -> hivemind.v1.Member
+	9,  // 60: hivemind.v1.ControlPlane.Status:input_type -> hivemind.v1.StatusRequest
+	11, // 61: hivemind.v1.ControlPlane.AppendEvent:input_type -> hivemind.v1.AppendEventRequest
+	13, // 62: hivemind.v1.ControlPlane.AppendEvents:input_type -> hivemind.v1.AppendEventsRequest
+	15, // 63: hivemind.v1.ControlPlane.Watch:input_type -> hivemind.v1.WatchRequest
+	17, // 64: hivemind.v1.ControlPlane.Put:input_type -> hivemind.v1.PutRequest
+	19, // 65: hivemind.v1.ControlPlane.Get:input_type -> hivemind.v1.GetRequest
+	21, // 66: hivemind.v1.ControlPlane.Range:input_type -> hivemind.v1.RangeRequest
+	23, // 67: hivemind.v1.ControlPlane.Delete:input_type -> hivemind.v1.DeleteRequest
+	31, // 68: hivemind.v1.ControlPlane.Txn:input_type -> hivemind.v1.TxnRequest
+	34, // 69: hivemind.v1.ControlPlane.ClaimIntent:input_type -> hivemind.v1.ClaimIntentRequest
+	36, // 70: hivemind.v1.ControlPlane.CompleteIntent:input_type -> hivemind.v1.CompleteIntentRequest
+	38, // 71: hivemind.v1.ControlPlane.ReleaseIntent:input_type -> hivemind.v1.ReleaseIntentRequest
+	40, // 72: hivemind.v1.ControlPlane.Compact:input_type -> hivemind.v1.CompactRequest
+	43, // 73: hivemind.v1.ControlPlane.MemberAdd:input_type -> hivemind.v1.MemberAddRequest
+	45, // 74: hivemind.v1.ControlPlane.MemberRemove:input_type -> hivemind.v1.MemberRemoveRequest
+	47, // 75: hivemind.v1.ControlPlane.MemberList:input_type -> hivemind.v1.MemberListRequest
+	49, // 76: hivemind.v1.ControlPlane.Snapshot:input_type -> hivemind.v1.SnapshotRequest
+	10, // 77: hivemind.v1.ControlPlane.Status:output_type -> hivemind.v1.StatusResponse
+	12, // 78: hivemind.v1.ControlPlane.AppendEvent:output_type -> hivemind.v1.AppendEventResponse
+	14, // 79: hivemind.v1.ControlPlane.AppendEvents:output_type -> hivemind.v1.AppendEventsResponse
+	16, // 80: hivemind.v1.ControlPlane.Watch:output_type -> hivemind.v1.WatchResponse
+	18, // 81: hivemind.v1.ControlPlane.Put:output_type -> hivemind.v1.PutResponse
+	20, // 82: hivemind.v1.ControlPlane.Get:output_type -> hivemind.v1.GetResponse
+	22, // 83: hivemind.v1.ControlPlane.Range:output_type -> hivemind.v1.RangeResponse
+	24, // 84: hivemind.v1.ControlPlane.Delete:output_type -> hivemind.v1.DeleteResponse
+	32, // 85: hivemind.v1.ControlPlane.Txn:output_type -> hivemind.v1.TxnResponse
+	35, // 86: hivemind.v1.ControlPlane.ClaimIntent:output_type -> hivemind.v1.ClaimIntentResponse
+	37, // 87: hivemind.v1.ControlPlane.CompleteIntent:output_type -> hivemind.v1.CompleteIntentResponse
+	39, // 88: hivemind.v1.ControlPlane.ReleaseIntent:output_type -> hivemind.v1.ReleaseIntentResponse
+	41, // 89: hivemind.v1.ControlPlane.Compact:output_type -> hivemind.v1.CompactResponse
+	44, // 90: hivemind.v1.ControlPlane.MemberAdd:output_type -> hivemind.v1.MemberAddResponse
+	46, // 91: hivemind.v1.ControlPlane.MemberRemove:output_type -> hivemind.v1.MemberRemoveResponse
+	48, // 92: hivemind.v1.ControlPlane.MemberList:output_type -> hivemind.v1.MemberListResponse
+	50, // 93: hivemind.v1.ControlPlane.Snapshot:output_type -> hivemind.v1.SnapshotResponse
+	77, // [77:94] is the sub-list for method output_type
+	60, // [60:77] is the sub-list for method input_type
+	60, // [60:60] is the sub-list for extension type_name
+	60, // [60:60] is the sub-list for extension extendee
+	0,  // [0:60] is the sub-list for field type_name
 }
 
 func init() { file_hivemind_v1_controlplane_proto_init() }
@@ -3714,7 +3961,7 @@ func file_hivemind_v1_controlplane_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hivemind_v1_controlplane_proto_rawDesc), len(file_hivemind_v1_controlplane_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   45,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const (
 	ControlPlane_MemberAdd_FullMethodName      = "/hivemind.v1.ControlPlane/MemberAdd"
 	ControlPlane_MemberRemove_FullMethodName   = "/hivemind.v1.ControlPlane/MemberRemove"
 	ControlPlane_MemberList_FullMethodName     = "/hivemind.v1.ControlPlane/MemberList"
+	ControlPlane_Snapshot_FullMethodName       = "/hivemind.v1.ControlPlane/Snapshot"
 )
 
 // ControlPlaneClient is the client API for ControlPlane service.
@@ -88,6 +89,12 @@ type ControlPlaneClient interface {
 	MemberRemove(ctx context.Context, in *MemberRemoveRequest, opts ...grpc.CallOption) (*MemberRemoveResponse, error)
 	// MemberList lists the control-plane voters and learners.
 	MemberList(ctx context.Context, in *MemberListRequest, opts ...grpc.CallOption) (*MemberListResponse, error)
+	// Snapshot streams a consistent copy of the whole state at one revision
+	// (resource tree, event-log window, member registry, intents,
+	// subscriptions, epoch) as the bytes of a snapshot file: the first
+	// message also carries the file's header, the last its SHA-256 trailer.
+	// Needs the admin scope. Writes go on while it streams.
+	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error)
 }
 
 type controlPlaneClient struct {
@@ -270,6 +277,25 @@ func (c *controlPlaneClient) MemberList(ctx context.Context, in *MemberListReque
 	return out, nil
 }
 
+func (c *controlPlaneClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ControlPlane_ServiceDesc.Streams[2], ControlPlane_Snapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotRequest, SnapshotResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlPlane_SnapshotClient = grpc.ServerStreamingClient[SnapshotResponse]
+
 // ControlPlaneServer is the server API for ControlPlane service.
 // All implementations must embed UnimplementedControlPlaneServer
 // for forward compatibility.
@@ -321,6 +347,12 @@ type ControlPlaneServer interface {
 	MemberRemove(context.Context, *MemberRemoveRequest) (*MemberRemoveResponse, error)
 	// MemberList lists the control-plane voters and learners.
 	MemberList(context.Context, *MemberListRequest) (*MemberListResponse, error)
+	// Snapshot streams a consistent copy of the whole state at one revision
+	// (resource tree, event-log window, member registry, intents,
+	// subscriptions, epoch) as the bytes of a snapshot file: the first
+	// message also carries the file's header, the last its SHA-256 trailer.
+	// Needs the admin scope. Writes go on while it streams.
+	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error
 	mustEmbedUnimplementedControlPlaneServer()
 }
 
@@ -378,6 +410,9 @@ func (UnimplementedControlPlaneServer) MemberRemove(context.Context, *MemberRemo
 }
 func (UnimplementedControlPlaneServer) MemberList(context.Context, *MemberListRequest) (*MemberListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MemberList not implemented")
+}
+func (UnimplementedControlPlaneServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
 }
 func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
 func (UnimplementedControlPlaneServer) testEmbeddedByValue()                      {}
@@ -670,6 +705,17 @@ func _ControlPlane_MemberList_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlPlaneServer).Snapshot(m, &grpc.GenericServerStream[SnapshotRequest, SnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ControlPlane_SnapshotServer = grpc.ServerStreamingServer[SnapshotResponse]
+
 // ControlPlane_ServiceDesc is the grpc.ServiceDesc for ControlPlane service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -744,6 +790,11 @@ var ControlPlane_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Watch",
 			Handler:       _ControlPlane_Watch_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Snapshot",
+			Handler:       _ControlPlane_Snapshot_Handler,
 			ServerStreams: true,
 		},
 	},

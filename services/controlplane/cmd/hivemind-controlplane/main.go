@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/gossip"
 	"github.com/hivemind/hivemind/services/controlplane/internal/api"
+	"github.com/hivemind/hivemind/services/controlplane/internal/backup"
 	"github.com/hivemind/hivemind/services/controlplane/internal/fsm"
 	"github.com/hivemind/hivemind/services/controlplane/internal/members"
 	"github.com/hivemind/hivemind/services/controlplane/internal/raftnode"
@@ -38,14 +40,20 @@ type flags struct {
 	maxPerCaller   int
 	reconcileEvery time.Duration
 	maxClockSkew   time.Duration
+	backupDir      string
+	backupEvery    time.Duration
+	backupRetain   int
 }
 
 func main() {
+	if code, ok := subcommand(context.Background(), os.Args[1:], os.Stdout, os.Stderr); ok {
+		os.Exit(code)
+	}
 	var f flags
 	daemon.Main(daemon.Role{
 		Name:               "controlplane",
 		Command:            "hivemind-controlplane",
-		Synopsis:           "Control plane: the raft-replicated event log, resource tree, intents and membership.",
+		Synopsis:           "Control plane: the raft-replicated event log, resource tree, intents and membership.\n" + subcommandsHelp,
 		DefaultGRPCAddr:    "127.0.0.1:7000",
 		DefaultMetricsAddr: "127.0.0.1:9100",
 		DefaultGossipAddr:  "127.0.0.1:7946",
@@ -61,6 +69,9 @@ func main() {
 			fs.IntVar(&f.maxWatches, "max-watches", 10000, "concurrent watches this node serves")
 			fs.DurationVar(&f.maxClockSkew, "max-clock-skew", replica.DefaultMaxClockSkew, "how far ahead of the leader's clock a writer's hlc (Put, Delete) may be; a write stamped later is refused with INVALID_ARGUMENT")
 			fs.IntVar(&f.maxPerCaller, "max-watches-per-caller", 1000, "concurrent watches one caller (node or operator token) may hold on this node; control-plane members and admin operators count only against --max-watches")
+			fs.StringVar(&f.backupDir, "snapshot-dir", "", "directory where the leader writes a snapshot file every --snapshot-interval (see docs/operations.md); empty: none")
+			fs.DurationVar(&f.backupEvery, "snapshot-interval", time.Hour, "time between scheduled snapshot files (with --snapshot-dir)")
+			fs.IntVar(&f.backupRetain, "snapshot-retain", 24, "scheduled snapshot files kept; older ones are removed")
 			fs.DurationVar(&f.reconcileEvery, "reconcile-interval", 5*time.Second, "how often the leader compares the member registry with gossip in full (gossip events also trigger it)")
 		},
 		Start: func(ctx context.Context, env *daemon.Env) (func(context.Context) error, error) {
@@ -163,6 +174,17 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 	if err != nil {
 		_ = r.Stop(ctx)
 		return nil, err
+	}
+	if f.backupDir != "" {
+		sched, err := backup.NewScheduler(backup.SchedulerConfig{
+			Dir: f.backupDir, Interval: f.backupEvery, Retain: f.backupRetain,
+			Source: r, IsLeader: r.Node().IsLeader, Registry: env.Registry, Logger: env.Logger,
+		})
+		if err != nil {
+			_ = r.Stop(ctx)
+			return nil, err
+		}
+		go sched.Run(ctx)
 	}
 	r.Start()
 	node.Start(ctx)

@@ -36,6 +36,9 @@ type Store interface {
 	Members() []*hivemindv1.Member
 	MemberAdd(ctx context.Context, req *hivemindv1.MemberAddRequest) (*hivemindv1.Member, error)
 	MemberRemove(ctx context.Context, req *hivemindv1.MemberRemoveRequest) error
+	// ClusterID and Name identify the member in snapshot headers.
+	ClusterID() uint64
+	Name() string
 }
 
 // WriteGuard decides whether the caller in ctx may write a key, or every

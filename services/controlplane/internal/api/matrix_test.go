@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"io"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -90,6 +91,20 @@ func TestNameMatrix(t *testing.T) {
 			}
 			return hidden, err
 		}, []outcome{hidden, hidden, shown, hidden, shown}},
+		// A snapshot holds every key, secrets included: admin operators only.
+		{"Snapshot", func(ctx context.Context, cp hivemindv1.ControlPlaneClient) (outcome, error) {
+			st, err := cp.Snapshot(ctx, &hivemindv1.SnapshotRequest{})
+			if err != nil {
+				return allowed, err
+			}
+			for {
+				if _, err := st.Recv(); err == io.EOF {
+					return allowed, nil
+				} else if err != nil {
+					return allowed, err
+				}
+			}
+		}, []outcome{denied, denied, denied, denied, allowed}},
 	}
 	for _, row := range rows {
 		for i, who := range callersInOrder {

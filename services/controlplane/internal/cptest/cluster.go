@@ -43,6 +43,10 @@ type Options struct {
 	// MaxRequestBytes is every member's request limit; default
 	// grpcserver.DefaultMaxRequestBytes.
 	MaxRequestBytes int
+	// Prepare, when set, is called for each member before the cluster
+	// first starts, with the initial cluster (restore tests prepare the
+	// members' data directories with it).
+	Prepare func(n *Node, peers []*hivemindv1.Member)
 }
 
 // Cluster is a running in-process control plane.
@@ -91,6 +95,11 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 		name := fmt.Sprintf("cp%d", i+1)
 		c.Nodes = append(c.Nodes, &Node{Name: name, Addr: addr, Dir: t.TempDir()})
 		c.peers = append(c.peers, &hivemindv1.Member{Name: name, PeerAddress: addr, GrpcAddress: addr})
+	}
+	if opts.Prepare != nil {
+		for _, n := range c.Nodes {
+			opts.Prepare(n, c.peers)
+		}
 	}
 	for i := range c.Nodes {
 		c.StartNode(i)

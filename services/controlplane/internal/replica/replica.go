@@ -158,6 +158,10 @@ func (r *Replica) Node() *raftnode.Node { return r.node }
 // Name is this member's name.
 func (r *Replica) Name() string { return r.cfg.Name }
 
+// ClusterID is the raft cluster id (0 while a joining member has not been
+// contacted yet).
+func (r *Replica) ClusterID() uint64 { return r.node.ClusterID() }
+
 // applier feeds committed entries to the state machine and wakes watchers.
 type applier struct {
 	m   *fsm.Machine
@@ -175,7 +179,7 @@ func (a *applier) Apply(_ uint64, data []byte, decoded any) any {
 		}
 	}
 	res, events := a.m.Apply(cmd)
-	if len(events) > 0 {
+	if len(events) > 0 && a.hub != nil {
 		a.hub.Notify()
 	}
 	return res
@@ -196,9 +200,16 @@ func (a *applier) Restore(b []byte) error {
 	if err := a.m.Restore(s); err != nil {
 		return err
 	}
-	a.hub.Notify()
+	if a.hub != nil {
+		a.hub.Notify()
+	}
 	return nil
 }
+
+// StateMachine drives m with raft entries and snapshots as a running
+// member does, for work on a data directory with no member running
+// (raftnode.Replay).
+func StateMachine(m *fsm.Machine) raftnode.StateMachine { return &applier{m: m} }
 
 // leaderChanged: a new leader first commits a LeaderChange command, so
 // leases are measured from its own clock from then on.
