@@ -28,7 +28,7 @@ COMPOSE ?= $(shell if command -v docker-compose >/dev/null 2>&1; then echo docke
 TEST_FLAGS ?= -race -count=1 -timeout 15m
 BREAKING_AGAINST ?= .git\#branch=main
 
-.PHONY: help tools generate check-generated lint breaking build dist test test-long certs run check-readme up down e2e bench clean
+.PHONY: help tools generate check-generated lint breaking build dist test test-long certs run check-readme readme up down e2e bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ run: build $(BIN)/grpcurl ## a local cluster on loopback: 3 control-plane nodes,
 
 check-readme: build $(BIN)/grpcurl ## run every bin/hivectl and bin/grpcurl example of README.md and docs/hivectl.md against a running make run
 	test/readme/check.sh
+
+readme: build $(BIN)/grpcurl ## start a make run cluster of its own, run every README and hivectl example against it, stop it (CI)
+	test/readme/with-cluster.sh
 
 up: dist certs ## build the images and start the docker-compose cluster (TLS, certificates from make certs)
 	$(COMPOSE) up -d --build
