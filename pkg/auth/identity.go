@@ -98,6 +98,10 @@ type Identity struct {
 	// not bound to a key in the registry yet: it may call Membership/Join
 	// and nothing else.
 	Joining bool
+	// CertBound marks a node token issued over a connection that presented
+	// the node's issued certificate: it is good only over connections
+	// presenting a certificate for the same key.
+	CertBound bool
 }
 
 // Role names, as nodes declare them in Roles.performs.

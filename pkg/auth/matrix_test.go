@@ -39,6 +39,7 @@ func allServices(t *testing.T, authn *Authenticator) (*grpcserver.Server, *grpc.
 	hivemindv1.RegisterHostServer(g, hivemindv1.UnimplementedHostServer{})
 	hivemindv1.RegisterDNSProcessorServer(g, hivemindv1.UnimplementedDNSProcessorServer{})
 	hivemindv1.RegisterNotifierServer(g, hivemindv1.UnimplementedNotifierServer{})
+	hivemindv1.RegisterCertificatesServer(g, hivemindv1.UnimplementedCertificatesServer{})
 
 	// A service added to the protos must be added here too, so its methods
 	// go through the matrix.

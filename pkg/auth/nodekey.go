@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -76,6 +77,11 @@ func LoadOrCreateNodeKey(dir string) (NodeKey, error) {
 
 // Public returns the public key (32 bytes).
 func (k NodeKey) Public() []byte { return []byte(k.priv.Public().(ed25519.PublicKey)) }
+
+// Signer is the private key, for the TLS certificate issued for it: the
+// certificate the control plane issues certifies this key, so the node
+// presents it with the key it already has.
+func (k NodeKey) Signer() crypto.Signer { return k.priv }
 
 // Valid reports whether k holds a key.
 func (k NodeKey) Valid() bool { return len(k.priv) == ed25519.PrivateKeySize }

@@ -111,6 +111,10 @@ func DefaultRules() map[string]Requirement {
 		hivemindv1.Membership_ListMembers_FullMethodName:  NeedRead,
 		hivemindv1.Membership_WatchMembers_FullMethodName: NeedRead,
 
+		// A node gets a certificate for itself: name and key come from its
+		// credential and the registry (package nodecert).
+		hivemindv1.Certificates_IssueNodeCertificate_FullMethodName: NodeOnly,
+
 		raftv1.Raft_Send_FullMethodName:    NodeOnly,
 		raftv1.Raft_Forward_FullMethodName: NodeOnly,
 

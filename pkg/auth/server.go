@@ -36,6 +36,12 @@ type ServerConfig struct {
 	ReplayCacheSize int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// PeerCertificates says that clients' certificates are verified (mTLS
+	// on): a name bound without a key — a control-plane peer of the raft
+	// configuration that has not joined the registry yet — is then admitted
+	// only over a connection presenting a verified certificate naming it,
+	// not on the cluster secret alone.
+	PeerCertificates bool
 }
 
 // Server implements hivemind.v1.Auth.
@@ -48,6 +54,8 @@ type Server struct {
 	ttl     time.Duration
 	now     func() time.Time
 	used    *replayCache
+	// peerCerts: see ServerConfig.PeerCertificates.
+	peerCerts bool
 }
 
 // NewServer returns the Auth service for cfg.
@@ -75,6 +83,8 @@ func NewServer(cfg ServerConfig) *Server {
 		ttl:     cfg.TokenTTL,
 		now:     cfg.Now,
 		used:    newReplayCache(cfg.ReplayCacheSize),
+
+		peerCerts: cfg.PeerCertificates,
 	}
 }
 
@@ -148,9 +158,19 @@ func (s *Server) Authenticate(ctx context.Context, req *hivemindv1.AuthenticateR
 		return nil, status.Errorf(codes.PermissionDenied,
 			"node name %s is bound to another key (%s, not %s): the cluster secret alone cannot take over a member's name; its own leave or an operator (Membership/Leave with admin) releases it",
 			name, fingerprint(b.PublicKey), fingerprint(req.GetPublicKey()))
+	case b.PublicKey == nil && s.peerCerts && verifiedLeaf(ctx) == nil:
+		return nil, status.Errorf(codes.PermissionDenied,
+			"node %s is a control-plane peer not yet in the registry: with mTLS it is admitted only over a connection presenting its certificate", name)
 	default:
 		id.Scopes, id.Roles, id.Incarnation = nodeScopes, b.Roles, b.Incarnation
 	}
+	// A connection presenting another node's certificate is refused here
+	// already; one presenting this node's issued certificate binds the
+	// token to it.
+	if err := checkPeerCertificate(ctx, id); err != nil {
+		return nil, err
+	}
+	id.CertBound = presentsIssuedCertificate(ctx, id)
 	// Only a proven handshake is remembered, so callers without the secret
 	// cannot fill the cache.
 	switch s.used.add(string(req.GetServerNonce()), exp, now) {

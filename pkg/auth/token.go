@@ -60,6 +60,7 @@ type tokenPayload struct {
 	Inc uint64   `json:"inc,omitempty"`
 	Key string   `json:"key,omitempty"`
 	Jn  bool     `json:"jn,omitempty"`
+	Crt bool     `json:"crt,omitempty"`
 	Iat int64    `json:"iat"`
 	Exp int64    `json:"exp"`
 }
@@ -73,7 +74,7 @@ func (t *Tokens) Issue(id Identity, ttl time.Duration) (string, time.Time) {
 	now := t.now()
 	exp := now.Add(ttl).Truncate(time.Second)
 	p := tokenPayload{
-		Sub: id.Name, Knd: id.Kind.String(), Rol: id.Roles, Inc: id.Incarnation, Jn: id.Joining,
+		Sub: id.Name, Knd: id.Kind.String(), Rol: id.Roles, Inc: id.Incarnation, Jn: id.Joining, Crt: id.CertBound,
 		Key: base64.RawURLEncoding.EncodeToString(id.Key), Iat: now.Unix(), Exp: exp.Unix(),
 	}
 	for _, s := range id.Scopes {
@@ -130,7 +131,7 @@ func (t *Tokens) Verify(tok string) (Identity, time.Time, error) {
 	if err != nil {
 		return Identity{}, time.Time{}, fmt.Errorf("%w: bad key encoding", ErrTokenMalformed)
 	}
-	id := Identity{Name: p.Sub, Kind: kind, Roles: p.Rol, Incarnation: p.Inc, Key: key, Joining: p.Jn}
+	id := Identity{Name: p.Sub, Kind: kind, Roles: p.Rol, Incarnation: p.Inc, Key: key, Joining: p.Jn, CertBound: p.Crt}
 	if len(key) == 0 {
 		id.Key = nil
 	}

@@ -61,6 +61,10 @@ type NodeConfig struct {
 	// OnReady is called whenever readiness changes: ready once joined and
 	// every required role is present, with the reason when not.
 	OnReady func(ready bool, reason string)
+	// OnJoin, when set, is called after every admitted join; first is true
+	// for the node's first join in this process. A node that joins again
+	// (a new epoch) asks for a new certificate then.
+	OnJoin func(first bool)
 	// OnGossip, when set, sees every change of the gossip view.
 	OnGossip func(gossip.Event)
 	Logger   *slog.Logger
@@ -289,6 +293,14 @@ func (n *Node) join(ctx context.Context, key string) bool {
 		return false
 	}
 	n.gossipJoin(resp.GetDigest())
+	if n.cfg.OnJoin != nil {
+		select {
+		case <-n.joined:
+			n.cfg.OnJoin(false)
+		default:
+			n.cfg.OnJoin(true)
+		}
+	}
 	n.log.Info("admitted", "epoch", resp.GetDigest().GetEpoch(), "revision", resp.GetDigest().GetRevision(),
 		"members", len(resp.GetDigest().GetMembers()), "by", resp.GetAnsweredBy())
 	return true

@@ -26,12 +26,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/hivemind/hivemind/pkg/auth"
 	"github.com/hivemind/hivemind/pkg/cpclient"
+	"github.com/hivemind/hivemind/pkg/devca"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 	"github.com/hivemind/hivemind/pkg/secret"
+	"github.com/hivemind/hivemind/pkg/tlsconfig"
 )
 
 // Binaries, by role.
@@ -99,6 +102,10 @@ type Cluster struct {
 	mu    sync.Mutex
 
 	keysMu sync.Mutex // one creation of a node key at a time
+
+	// caFile and tls are set with Options.TLS.
+	caFile string
+	tls    credentials.TransportCredentials
 }
 
 // Options configures a cluster.
@@ -107,6 +114,12 @@ type Options struct {
 	ControlPlanes int
 	// ExtraArgs are added to every node's command line.
 	ExtraArgs []string
+	// TLS makes a dev CA (package devca) and runs every node with TLS and
+	// no pre-made certificate: control-plane members hold the CA key and
+	// issue their own certificate and every other node's; the other nodes
+	// start with only the CA certificate. The test's clients verify servers
+	// against the CA and present no certificate.
+	TLS bool
 }
 
 // Start builds the binaries (once), starts the control plane and waits
@@ -132,6 +145,16 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	if err := os.WriteFile(filepath.Join(c.dir, "tokens"), []byte("ops="+c.Token+":read,write,admin,filter\n"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if opts.TLS {
+		caDir := filepath.Join(c.dir, "ca")
+		if err := devca.WriteDir(caDir, nil); err != nil {
+			t.Fatal(err)
+		}
+		c.caFile = filepath.Join(caDir, "ca.pem")
+		if c.tls, err = tlsconfig.Client(tlsconfig.Files{CA: c.caFile}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var initial []string
 	var cps []*Node
@@ -186,6 +209,12 @@ func (c *Cluster) newNode(name, role string) *Node {
 		"--node-name", name, "--grpc-addr", n.GRPC, "--gossip-addr", n.Gossip, "--metrics-addr", "",
 		"--data-dir", n.Dir, "--cluster-secret-file", filepath.Join(c.dir, "secret"),
 		"--api-tokens-file", filepath.Join(c.dir, "tokens"), "--log-format", "json", "--log-level", "debug",
+	}
+	if c.caFile != "" {
+		n.args = append(n.args, "--tls-ca", c.caFile)
+		if role == "controlplane" {
+			n.args = append(n.args, "--tls-ca-key", filepath.Join(filepath.Dir(c.caFile), "ca-key.pem"))
+		}
 	}
 	c.mu.Lock()
 	c.Nodes[name] = n
@@ -306,7 +335,11 @@ func (c *Cluster) WaitHealthy(name string, d time.Duration) {
 	b := binaries[n.Role]
 	deadline := time.Now().Add(d)
 	for {
-		cmd := exec.Command(filepath.Join(c.bin, b.bin), "healthcheck", "--grpc-addr", n.GRPC, "--timeout", "1s")
+		args := []string{"healthcheck", "--grpc-addr", n.GRPC, "--timeout", "1s"}
+		if c.caFile != "" {
+			args = append(args, "--tls-ca", c.caFile)
+		}
+		cmd := exec.Command(filepath.Join(c.bin, b.bin), args...)
 		if cmd.Run() == nil {
 			return
 		}
@@ -325,7 +358,7 @@ func (c *Cluster) WaitHealthy(name string, d time.Duration) {
 // Dial connects to a node with the operator token.
 func (c *Cluster) Dial(name string) *grpc.ClientConn {
 	c.t.Helper()
-	conn, err := grpcclient.Dial(c.Nodes[name].GRPC, grpcclient.Config{Auth: auth.BearerToken(c.Token), MaxRetries: -1})
+	conn, err := grpcclient.Dial(c.Nodes[name].GRPC, grpcclient.Config{Auth: auth.BearerToken(c.Token), TLS: c.tls, MaxRetries: -1})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -336,7 +369,7 @@ func (c *Cluster) Dial(name string) *grpc.ClientConn {
 // ControlPlane returns a control-plane client with the operator token.
 func (c *Cluster) ControlPlane() *cpclient.Client {
 	c.t.Helper()
-	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: auth.BearerToken(c.Token)}})
+	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: auth.BearerToken(c.Token), TLS: c.tls}})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -372,7 +405,7 @@ func (c *Cluster) JoinAs(name, role string) grpcclient.Auth {
 	c.t.Helper()
 	key := c.nodeKey(name)
 	na := auth.NewNodeAuth(name, c.Secret, key)
-	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: na}})
+	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: na, TLS: c.tls}})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -407,13 +440,17 @@ func (c *Cluster) KeyDir(name string) string { return filepath.Join(c.dir, "keys
 // (see JoinAs).
 func (c *Cluster) ControlPlaneAs(name string) *cpclient.Client {
 	c.t.Helper()
-	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, c.Secret, c.nodeKey(name))}})
+	cl, err := cpclient.New(cpclient.Config{Endpoints: c.ControlPlaneAddrs(), Dial: grpcclient.Config{Auth: auth.NewNodeAuth(name, c.Secret, c.nodeKey(name)), TLS: c.tls}})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() { cl.Close() })
 	return cl
 }
+
+// CAFile is the CA certificate of a cluster started with Options.TLS; ""
+// otherwise.
+func (c *Cluster) CAFile() string { return c.caFile }
 
 // SecretFile is the file holding the cluster secret, for a process a test
 // starts itself (secret.Load("", path)).

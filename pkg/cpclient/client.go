@@ -348,3 +348,27 @@ func cloneWatch(req *hivemindv1.WatchRequest, start int64) *hivemindv1.WatchRequ
 		ProgressInterval: req.GetProgressInterval(),
 	}
 }
+
+// IssueNodeCertificate asks the control-plane members in turn for a
+// certificate for this node (the caller's own identity): members without
+// the CA key do not serve Certificates, and one without a quorum may not
+// know the caller's binding yet, so the next is tried.
+func (c *Client) IssueNodeCertificate(ctx context.Context) (*hivemindv1.IssueNodeCertificateResponse, error) {
+	var errs []error
+	for i, conn := range c.conns {
+		resp, err := hivemindv1.NewCertificatesClient(conn).IssueNodeCertificate(ctx, &hivemindv1.IssueNodeCertificateRequest{}, c.cfg.CallOptions...)
+		if err == nil {
+			return resp, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", c.cfg.Endpoints[i], err))
+		if ctx.Err() != nil {
+			break
+		}
+		switch status.Code(err) {
+		case codes.Unavailable, codes.Unimplemented, codes.FailedPrecondition, codes.Unauthenticated, codes.DeadlineExceeded:
+		default:
+			return nil, errors.Join(errs...)
+		}
+	}
+	return nil, errors.Join(errs...)
+}

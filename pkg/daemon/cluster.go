@@ -148,12 +148,18 @@ func (env *Env) NewClusterNode(role string, opts ClusterOptions) (*cluster.Node,
 		// before gossip starts.
 		cfg.Gossip.Ping = env.Ping.Coordinates()
 	}
+	if env.certs != nil {
+		cfg.OnJoin = env.certs.onJoin
+	}
 	if opts.Tune != nil {
 		opts.Tune(&cfg)
 	}
 	n, err := cluster.NewNode(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if env.certs != nil {
+		env.certs.setNode(n)
 	}
 	hivemindv1.RegisterMembershipServer(env.Server.GRPC(), n.Service())
 	if opts.Local == nil && env.Members != nil {

@@ -37,6 +37,7 @@ import (
 	"github.com/hivemind/hivemind/pkg/grpcclient"
 	"github.com/hivemind/hivemind/pkg/grpcserver"
 	"github.com/hivemind/hivemind/pkg/logging"
+	"github.com/hivemind/hivemind/pkg/nodecert"
 	"github.com/hivemind/hivemind/pkg/nodeinfo"
 	"github.com/hivemind/hivemind/pkg/ping"
 	"github.com/hivemind/hivemind/pkg/secret"
@@ -82,6 +83,11 @@ type Common struct {
 	APITokens         string
 	APITokensFile     string
 	TLS               tlsconfig.Files
+	// TLSCAKey is the CA's private key: a control-plane member given it
+	// issues node certificates (see certs.go). TLSCertValidity is how long
+	// they are valid.
+	TLSCAKey        string
+	TLSCertValidity time.Duration
 	// Membership: gossip, seeds and required roles (see cluster.go).
 	Cluster ClusterFlags
 	// Limits on what one caller can make this node do (see limits.go).
@@ -106,7 +112,11 @@ func (c *Common) register(fs *flag.FlagSet, r Role) {
 	fs.StringVar(&c.APITokensFile, "api-tokens-file", "", "file of operator API tokens, one name=token:scopes per line (added to --api-tokens)")
 	fs.StringVar(&c.TLS.Cert, "tls-cert", "", "PEM certificate this node presents as server and client; with --tls-key, serves TLS")
 	fs.StringVar(&c.TLS.Key, "tls-key", "", "PEM private key of --tls-cert")
-	fs.StringVar(&c.TLS.CA, "tls-ca", "", "PEM CA that signs the other nodes' certificates; servers then verify client certificates when presented")
+	fs.StringVar(&c.TLS.CA, "tls-ca", "", "PEM CA that signs the other nodes' certificates; servers then verify client certificates when presented. Without --tls-cert, the node serves TLS with a certificate the control plane issues it after its join (kept in <data-dir>/node.crt)")
+	if r.Name == auth.RoleControlPlane {
+		fs.StringVar(&c.TLSCAKey, "tls-ca-key", "", "PEM private key of --tls-ca: this member then issues node certificates (for each node's own registered key, naming the node) and its own")
+		fs.DurationVar(&c.TLSCertValidity, "tls-cert-validity", nodecert.DefaultValidity, "how long a node certificate this member issues is valid; nodes renew at two thirds of it")
+	}
 	c.Cluster.register(fs, r)
 	c.Limits.register(fs)
 	c.Audit.register(fs)
@@ -133,9 +143,14 @@ type Env struct {
 	Members *auth.Directory
 	// NodeKey is this node's identity key (data-dir/node.key).
 	NodeKey auth.NodeKey
+	// NodeCert is the certificate the control plane issued this node,
+	// which it serves and calls with; nil unless TLS is on without
+	// --tls-cert (see certs.go).
+	NodeCert *nodecert.Source
 	// Client dials other nodes as this node: TLS when configured, and node
 	// authentication with the cluster secret.
 	Client grpcclient.Config
+	certs  *certRenewal
 	// Ping serves the measuring methods of the Node service (Ping,
 	// PingRequest, Probe, ProbeRequest, EstimateRTT). NewClusterNode
 	// attaches it to the node's membership; a role with exec probes gives
@@ -173,7 +188,7 @@ func Run(ctx context.Context, r Role, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", r.Command, err)
 		return 2
 	}
-	sec, err := loadSecurity(c)
+	sec, err := loadSecurity(r, c)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", r.Command, err)
 		return 2
@@ -200,11 +215,16 @@ func newFlagSet(r Role, command string, c *Common, out io.Writer) *flag.FlagSet 
 type security struct {
 	secret    secret.Secret
 	operators *auth.APITokens
+	nodeKey   auth.NodeKey
 	serverTLS credentials.TransportCredentials
 	clientTLS credentials.TransportCredentials
+	// nodeCert holds the issued certificate, when the node uses one;
+	// issuer signs certificates, on a member given the CA key.
+	nodeCert *nodecert.Source
+	issuer   *nodecert.Issuer
 }
 
-func loadSecurity(c Common) (security, error) {
+func loadSecurity(r Role, c Common) (security, error) {
 	var s security
 	var err error
 	if err := auth.ValidateNodeName(c.NodeName); err != nil {
@@ -216,10 +236,10 @@ func loadSecurity(c Common) (security, error) {
 	if s.operators, err = auth.LoadAPITokens(c.APITokens, c.APITokensFile); err != nil {
 		return s, err
 	}
-	if s.serverTLS, err = tlsconfig.Server(c.TLS); err != nil {
+	if s.nodeKey, err = auth.LoadOrCreateNodeKey(c.DataDir); err != nil {
 		return s, err
 	}
-	if s.clientTLS, err = tlsconfig.Client(c.TLS); err != nil {
+	if err := loadTLS(r, c, &s); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -231,10 +251,7 @@ func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Log
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	nodeKey, err := auth.LoadOrCreateNodeKey(c.DataDir)
-	if err != nil {
-		return err
-	}
+	nodeKey := sec.nodeKey
 	members := auth.NewDirectory()
 	tokens := auth.NewTokens(nil)
 	authn := auth.NewAuthenticator(auth.NewPolicy(), tokens, sec.operators, members)
@@ -259,13 +276,24 @@ func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Log
 	}
 	env := &Env{
 		Common: c, Logger: logger, Server: srv, Registry: reg,
-		Secret:  sec.secret,
-		Auth:    authn,
-		Members: members,
-		NodeKey: nodeKey,
-		Client:  grpcclient.Config{TLS: sec.clientTLS, Auth: auth.NewNodeAuth(c.NodeName, sec.secret, nodeKey)},
+		Secret:   sec.secret,
+		Auth:     authn,
+		Members:  members,
+		NodeKey:  nodeKey,
+		NodeCert: sec.nodeCert,
+		Client:   grpcclient.Config{TLS: sec.clientTLS, Auth: auth.NewNodeAuth(c.NodeName, sec.secret, nodeKey)},
 	}
-	hivemindv1.RegisterAuthServer(srv.GRPC(), auth.NewServer(auth.ServerConfig{Name: c.NodeName, Secret: sec.secret, Tokens: tokens, Members: members}))
+	hivemindv1.RegisterAuthServer(srv.GRPC(), auth.NewServer(auth.ServerConfig{
+		Name: c.NodeName, Secret: sec.secret, Tokens: tokens, Members: members,
+		// Every node presents a certificate when the servers verify them:
+		// its own file, or the one issued to it (a control-plane member
+		// without a file holds the CA key and issues its own).
+		PeerCertificates: c.TLS.CA != "" && sec.serverTLS != nil,
+	}))
+	if err := env.setUpCertificates(ctx, sec); err != nil {
+		srv.Stop(context.Background())
+		return err
+	}
 
 	var metricsSrv *http.Server
 	if c.MetricsAddr != "" {
@@ -309,6 +337,9 @@ func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Log
 		return fmt.Errorf("start %s: %w", r.Name, err)
 	}
 
+	if env.certs != nil {
+		go env.certs.run(roleCtx)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	logger.Info("started", "grpc", srv.Addr(), "metrics", env.MetricsAddr, "tls", sec.serverTLS != nil, "api_tokens", sec.operators.Len())

@@ -102,6 +102,61 @@ func Client(f Files) (credentials.TransportCredentials, error) {
 	return credentials.NewTLS(cfg), nil
 }
 
+// Certificates gives the certificate a node presents, which may change at
+// run time (a certificate the control plane issued and renews; package
+// nodecert). It is asked on every new connection.
+type Certificates interface {
+	// ServerCertificate is presented to clients; an error fails the
+	// handshake.
+	ServerCertificate() (*tls.Certificate, error)
+	// ClientCertificate is presented to servers that ask; an empty
+	// certificate sends none.
+	ClientCertificate() (*tls.Certificate, error)
+}
+
+// ServerConfigFrom is ServerConfig with the certificate taken from certs
+// on each handshake instead of from files. caFile is required: it verifies
+// client certificates.
+func ServerConfigFrom(certs Certificates, caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, errors.New("TLS with issued certificates needs --tls-ca")
+	}
+	pool, err := loadPool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return certs.ServerCertificate()
+		},
+		ClientCAs:  pool,
+		ClientAuth: tls.VerifyClientCertIfGiven,
+	}, nil
+}
+
+// ClientConfigFrom is ClientConfig with the client certificate taken from
+// certs on each handshake; servers are verified against caFile.
+func ClientConfigFrom(certs Certificates, caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, errors.New("TLS with issued certificates needs --tls-ca")
+	}
+	pool, err := loadPool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		RootCAs:    pool,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return certs.ClientCertificate()
+		},
+	}, nil
+}
+
+// LoadPool reads the PEM certificates of path into a pool.
+func LoadPool(path string) (*x509.CertPool, error) { return loadPool(path) }
+
 func loadPool(path string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -33,6 +33,13 @@ for port in 17001 17002 17003 17101 17102 17201 17202 17301 17302; do
 done
 echo "ok  ListMembers from all 9 nodes: 9 members, alive in the registry and in gossip"
 
+# host-1 started with only the CA certificate: it serves the certificate the
+# control plane issued it, naming it (URI SAN) and signed by the dev CA.
+cert=$(openssl s_client -connect 127.0.0.1:17101 -CAfile "$HIVEMIND_CACERT" -verify_return_error </dev/null 2>/dev/null | openssl x509 -noout -text) ||
+	fail "host-1's certificate does not verify against $HIVEMIND_CACERT"
+[[ $cert == *"URI:hivemind://node/host-1"* ]] || fail "host-1 serves no certificate issued to it: $cert"
+echo "ok  host-1 serves a certificate the control plane issued it (URI:hivemind://node/host-1)"
+
 t0=$(now_ms)
 docker kill "$($COMPOSE ps -q host-2)" >/dev/null
 is_failed() { [ "$(state_of 17201 host-2)" = MEMBER_STATE_FAILED ]; }
