@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind/hivemind/pkg/atomicfile"
 )
 
 // Storage keeps a member's raft state on disk: an append-only write-ahead
@@ -275,7 +277,7 @@ func (s *Storage) rotate() error {
 			return err
 		}
 	}
-	return syncDir(filepath.Join(s.dir, "wal"))
+	return atomicfile.SyncDir(filepath.Join(s.dir, "wal"))
 }
 
 // Fresh reports whether nothing was ever stored (a brand-new node).
@@ -345,30 +347,20 @@ func (s *Storage) writeSnapshot(snap *raftpb.Snapshot) error {
 		return err
 	}
 	idx := snap.GetMetadata().GetIndex()
-	tmp := fmt.Sprintf("%s.%016x.tmp", s.snapPath(), idx)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	p, err := atomicfile.Prepare(s.snapPath(), b, 0o600)
 	if err != nil {
-		return fmt.Errorf("raft storage: snapshot: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	f.Close()
-	if err != nil {
-		os.Remove(tmp)
 		return fmt.Errorf("raft storage: snapshot: %w", err)
 	}
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
 	if idx <= s.snapOnDisk {
-		return os.Remove(tmp)
+		return p.Abort()
 	}
-	if err := os.Rename(tmp, s.snapPath()); err != nil {
+	if err := p.Commit(); err != nil {
 		return fmt.Errorf("raft storage: snapshot: %w", err)
 	}
 	s.snapOnDisk = idx
-	return syncDir(filepath.Dir(tmp))
+	return nil
 }
 
 // Compacted records that a snapshot of the member's own (already written
@@ -407,13 +399,4 @@ func (s *Storage) Close() error {
 	err := s.seg.Close()
 	s.seg = nil
 	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
