@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -268,5 +269,44 @@ func TestClusterIDRefusesAnotherCluster(t *testing.T) {
 	defer j.Stop(context.Background())
 	if j.ClusterID() != ours || j.acceptCluster(ours+1) == nil {
 		t.Fatal("the adopted cluster id was not kept across a restart")
+	}
+}
+
+func TestClusterIDFileFormats(t *testing.T) {
+	peers := []*hivemindv1.Member{{Id: 1, Name: "n1"}}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cluster-id")
+	cfg := TestConfig(1, dir, peers)
+	start := func() (*Node, error) {
+		cfg.Transport = NewMemNetwork().Transport(1)
+		return New(cfg, &listSM{})
+	}
+	n, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := n.ClusterID()
+	n.Stop(context.Background())
+	if b, _ := os.ReadFile(path); string(b) != fmt.Sprintf("hivemind-cluster-id 2\n%x\n", id) {
+		t.Fatalf("cluster id file %q", b)
+	}
+	// Version 1, the bare id, is read.
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("%x\n", id)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err = start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.ClusterID() != id {
+		t.Fatalf("cluster id %x from a version 1 file, want %x", n.ClusterID(), id)
+	}
+	n.Stop(context.Background())
+	// A newer version is refused, naming both.
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("hivemind-cluster-id 3\n%x\n", id)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := start(); err == nil || !strings.Contains(err.Error(), "version 3") || !strings.Contains(err.Error(), "up to 2") {
+		t.Fatalf("newer cluster id file: %v", err)
 	}
 }
