@@ -297,17 +297,20 @@ func (s *Storage) openSegment(path string, sc scannedSegment, alloc int64) error
 	if !sc.torn {
 		return nil
 	}
+	// Past the preallocated size the file is cut back; within it, the
+	// bytes written are cleared, so a later batch never runs into them.
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("raft storage: %w", err)
 	}
-	if st.Size() > alloc {
-		if err := f.Truncate(max(alloc, int64(sc.end))); err != nil {
+	if keep := max(alloc, int64(sc.end)); st.Size() > keep {
+		if err := f.Truncate(keep); err != nil {
 			return fmt.Errorf("raft storage: drop torn tail: %w", err)
 		}
+		sc.dirty = min(sc.dirty, int(keep))
 	}
-	if size := min(st.Size(), max(alloc, int64(sc.end))); size > int64(sc.end) {
-		if _, err := f.WriteAt(make([]byte, size-int64(sc.end)), int64(sc.end)); err != nil {
+	if sc.dirty > sc.end {
+		if _, err := f.WriteAt(make([]byte, sc.dirty-sc.end), int64(sc.end)); err != nil {
 			return fmt.Errorf("raft storage: drop torn tail: %w", err)
 		}
 	}
@@ -380,13 +383,10 @@ func (s *Storage) writeBatch(kind uint32) error {
 	for len(s.buf)%16 != 0 {
 		s.buf = append(s.buf, 0)
 	}
-	n, err := s.seg.WriteAt(s.buf, s.segSize)
+	_, err := s.seg.WriteAt(s.buf, s.segSize)
 	s.buf = s.buf[:batchHeaderLen]
 	if err != nil {
 		return fmt.Errorf("raft storage: write: %w", err)
-	}
-	if n != batchHeaderLen+body && n < align16(batchHeaderLen+body) {
-		return fmt.Errorf("raft storage: short write")
 	}
 	s.segSize += int64(align16(batchHeaderLen + body))
 	return nil

@@ -186,6 +186,21 @@ type scannedSegment struct {
 	sealed  bool       // a seal batch ends it
 	end     int        // where the next batch goes (the start of a torn tail)
 	torn    bool       // bytes from end on are a torn write to be cleared
+	dirty   int        // with torn: the end of the non-zero bytes to clear
+}
+
+// tornAt marks the segment torn from off: what was written from there on
+// is to be cleared.
+func (sc *scannedSegment) tornAt(data []byte, off int) {
+	sc.end, sc.torn = off, true
+	sc.dirty = len(data)
+	for sc.dirty > off {
+		from := max(off, sc.dirty-len(zeroPage))
+		if !bytes.Equal(data[from:sc.dirty], zeroPage[:sc.dirty-from]) {
+			break
+		}
+		sc.dirty = from
+	}
 }
 
 // scanSegment reads the batches of a version 2 segment. last says whether
@@ -207,7 +222,7 @@ func scanSegment(path string, data []byte, prealloc int64, last bool) (scannedSe
 		}
 		if rem < batchHeaderLen {
 			if extended {
-				sc.torn = true
+				sc.tornAt(data, off)
 				return sc, nil
 			}
 			return sc, damaged(path, off, "%d stray bytes at the end", rem)
@@ -222,7 +237,7 @@ func scanSegment(path string, data []byte, prealloc int64, last bool) (scannedSe
 			if !last || intactBatchAfter(data, off+batchHeaderLen) {
 				return sc, damaged(path, off, "zeroed batch header with data after it")
 			}
-			sc.torn = true
+			sc.tornAt(data, off)
 			return sc, nil
 		}
 		if !validBatchHeader(h) {
@@ -232,7 +247,7 @@ func scanSegment(path string, data []byte, prealloc int64, last bool) (scannedSe
 		bodyStart := off + batchHeaderLen
 		if n > len(data)-bodyStart {
 			if extended {
-				sc.torn = true
+				sc.tornAt(data, off)
 				return sc, nil
 			}
 			return sc, damaged(path, off, "batch of %d bytes runs past the end of the file", n)
@@ -240,7 +255,7 @@ func scanSegment(path string, data []byte, prealloc int64, last bool) (scannedSe
 		body := data[bodyStart : bodyStart+n]
 		if crc32.Checksum(body, crcTable) != binary.BigEndian.Uint32(h[4:8]) {
 			if last && zeroSector(data, bodyStart, bodyStart+n) && !intactBatchAfter(data, bodyStart+n) {
-				sc.torn = true
+				sc.tornAt(data, off)
 				return sc, nil
 			}
 			return sc, damaged(path, off, "batch checksum mismatch")

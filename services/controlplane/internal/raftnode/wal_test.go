@@ -103,12 +103,20 @@ func TestWALTornLastWriteIsDropped(t *testing.T) {
 	if last.end-last.start < 2*sectorSize {
 		t.Fatalf("the last batch (%d bytes) should span sectors", last.end-last.start)
 	}
+	// The unwritten sectors are the end of the write, or its start (the
+	// header's sector) with the rest written.
+	type region struct{ from, to int64 }
+	var torn []region
 	for from := last.start - last.start%sectorSize; from < last.end; from += sectorSize {
-		from := max(from, last.start)
+		torn = append(torn, region{max(from, last.start), last.end})
+		torn = append(torn, region{last.start, min(from+sectorSize, last.end)})
+	}
+	for _, r := range torn {
+		from := r.from
 		dir := copyDir(t, src)
 		seg := filepath.Join(dir, "wal", filepath.Base(segPath))
 		b, _ := os.ReadFile(seg)
-		clear(b[from:last.end])
+		clear(b[r.from:r.to])
 		os.WriteFile(seg, b, 0o600)
 		got, err := lastIndexAfterOpen(t, dir)
 		if err != nil {
