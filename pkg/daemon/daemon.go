@@ -355,6 +355,10 @@ func serve(ctx context.Context, r Role, c Common, sec security, logger *slog.Log
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	srv.SetServing(false)
+	// Watches and other client streams end now, with UNAVAILABLE, so their
+	// clients resume on another member while this one stops; raft streams
+	// stay up for the leadership transfer.
+	srv.Drain()
 	var errs []error
 	// Link records stop before the node leaves, so the leave does not look
 	// like every link going down.

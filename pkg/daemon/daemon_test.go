@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/hivemind/pkg/auth"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
@@ -131,14 +134,40 @@ func TestRunServesInfoHealthReflectionMetrics(t *testing.T) {
 		t.Errorf("%d log lines for Info, want 1", n)
 	}
 
+	// A stream open at the stop (here a health watch) ends with
+	// UNAVAILABLE, so its client resumes elsewhere, and does not hold the
+	// stop for the shutdown timeout (10s).
+	watch, err := healthpb.NewHealthClient(conn).Watch(cctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	watchEnd := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := watch.Recv(); err != nil {
+				watchEnd <- err
+				return
+			}
+		}
+	}()
+	stopAt := time.Now()
 	cancel()
 	select {
 	case code := <-exit:
 		if code != 0 || !stopped {
 			t.Fatalf("exit %d, role stopped %v", code, stopped)
 		}
+		if took := time.Since(stopAt); took > 5*time.Second {
+			t.Fatalf("stop with a watch open took %v", took)
+		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("did not stop")
+	}
+	if err := <-watchEnd; status.Code(err) != codes.Unavailable {
+		t.Fatalf("open watch ended with %v, want UNAVAILABLE", err)
 	}
 	// Stopped: the healthcheck now fails.
 	if code := Run(context.Background(), testRole(nil, nil), []string{"healthcheck", "--grpc-addr", addr, "--timeout", "500ms"}, io.Discard); code == 0 {

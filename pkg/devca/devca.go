@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hivemind/hivemind/pkg/atomicfile"
 )
 
 // Validity of what New and Issue make.
@@ -165,11 +167,10 @@ func WriteDir(dir string, nodes []string) error {
 	return nil
 }
 
+// write replaces path atomically: a key or certificate is never left
+// half written.
 func write(path string, b []byte, mode os.FileMode) error {
-	if err := os.WriteFile(path, b, mode); err != nil {
-		return err
-	}
-	return os.Chmod(path, mode) // WriteFile keeps an existing file's mode
+	return atomicfile.Write(path, b, mode)
 }
 
 func pemBlock(typ string, der []byte) []byte {

@@ -2,6 +2,8 @@ package gossip
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -382,5 +384,31 @@ func TestShutdownIsFinal(t *testing.T) {
 	}
 	if err := a.Leave(time.Second); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("Leave after Shutdown: %v", err)
+	}
+}
+
+func TestGenerationFileFormats(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, GenerationFile)
+	// Version 1, the bare number, is still read, and rewritten as version 2.
+	if err := os.WriteFile(path, []byte("7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := raiseGeneration(dir); err != nil || g != 8 {
+		t.Fatalf("raise from a version 1 file: %d, %v", g, err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "hivemind-generation 2\n8\n" {
+		t.Fatalf("file now %q", b)
+	}
+	// A newer format is refused, naming both versions, and left alone.
+	if err := os.WriteFile(path, []byte("hivemind-generation 3\n9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := raiseGeneration(dir)
+	if err == nil || !strings.Contains(err.Error(), "version 3") || !strings.Contains(err.Error(), "up to 2") {
+		t.Fatalf("newer format: %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "hivemind-generation 3\n9\n" {
+		t.Fatalf("refused file was changed: %q", b)
 	}
 }

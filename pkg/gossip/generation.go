@@ -8,16 +8,26 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/hivemind/hivemind/pkg/atomicfile"
 )
 
 // GenerationFile is the file in the data directory that holds the node's
 // generation.
 const GenerationFile = "generation"
 
+// The generation file's kind and format version: version 1 was the bare
+// number, version 2 adds the header line.
+const (
+	generationKind    = "hivemind-generation"
+	generationVersion = 2
+)
+
 // LoadGeneration returns the generation stored in dir, 0 when there is
 // none yet.
 func LoadGeneration(dir string) (uint64, error) {
-	b, err := os.ReadFile(filepath.Join(dir, GenerationFile))
+	path := filepath.Join(dir, GenerationFile)
+	_, b, err := atomicfile.ReadVersioned(path, generationKind, 1, generationVersion)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -26,7 +36,7 @@ func LoadGeneration(dir string) (uint64, error) {
 	}
 	g, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("gossip: generation file %s: %w", filepath.Join(dir, GenerationFile), err)
+		return 0, fmt.Errorf("gossip: generation file %s: %w", path, err)
 	}
 	return g, nil
 }
@@ -43,35 +53,9 @@ func raiseGeneration(dir string) (uint64, error) {
 		return 0, err
 	}
 	g++
-	tmp, err := os.CreateTemp(dir, GenerationFile+".*")
-	if err != nil {
-		return 0, fmt.Errorf("gossip: write generation: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(strconv.FormatUint(g, 10) + "\n")
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, GenerationFile))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
+	body := []byte(strconv.FormatUint(g, 10) + "\n")
+	if err := atomicfile.WriteVersioned(filepath.Join(dir, GenerationFile), generationKind, generationVersion, body, 0o600); err != nil {
 		return 0, fmt.Errorf("gossip: write generation: %w", err)
 	}
 	return g, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -88,6 +88,7 @@ type Server struct {
 	lis     net.Listener
 	metrics *grpcprom.ServerMetrics
 	log     *slog.Logger
+	open    *openStreams
 	// streams names the registered streaming methods, for the log line of
 	// a call refused before it reached a handler. Written once in Serve.
 	streams map[string]bool
@@ -147,7 +148,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("register grpc metrics: %w", err)
 		}
 	}
-	s := &Server{lis: lis, metrics: metrics, log: cfg.Logger, audit: aud}
+	s := &Server{lis: lis, metrics: metrics, log: cfg.Logger, audit: aud, open: &openStreams{internal: cfg.InternalServices}}
 	g := &gate{auth: cfg.Auth, limiter: newLimiter(cfg.RateLimit), refused: func(ctx context.Context, method string, err error) {
 		refused.WithLabelValues(status.Code(err).String()).Inc()
 		aud.tapRefused(ctx, method, err)
@@ -183,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 		grpc.ChainStreamInterceptor(
 			metrics.StreamServerInterceptor(),
 			gatedStream(cfg.Logger, logging.StreamServerInterceptor(logger, logOpts...)),
+			s.open.interceptor(),
 			recovery.StreamServerInterceptor(recoverOpts...),
 			auth.StreamServerInterceptor(authFn),
 			aud.stream(),
@@ -260,9 +262,15 @@ func (s *Server) Serve() error {
 	return err
 }
 
-// Stop marks the server not serving, then stops gracefully: in-flight calls
-// finish and streams are closed. When ctx ends first, remaining calls are
-// cut off.
+// Drain ends the open streams of every service but the internal ones
+// with UNAVAILABLE (ShuttingDown), so their clients resume on another
+// member while the role is still stopping, and refuses new ones alike.
+// Unary calls are still served.
+func (s *Server) Drain() { s.open.end(false) }
+
+// Stop marks the server not serving, then stops gracefully: in-flight
+// unary calls finish, and every open stream ends at once with UNAVAILABLE
+// (ShuttingDown). When ctx ends first, remaining calls are cut off.
 func (s *Server) Stop(ctx context.Context) {
 	s.health.Shutdown()
 	done := make(chan struct{})
@@ -270,6 +278,7 @@ func (s *Server) Stop(ctx context.Context) {
 		s.grpc.GracefulStop()
 		close(done)
 	}()
+	s.open.end(true)
 	select {
 	case <-done:
 	case <-ctx.Done():

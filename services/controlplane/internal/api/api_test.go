@@ -302,3 +302,35 @@ func TestWatchResumesOnALaggingMember(t *testing.T) {
 		t.Fatalf("got %v, want revision %d", resp, last)
 	}
 }
+
+// A member stopping ends the watches open on it with UNAVAILABLE, the
+// code on which clients resume on another member, instead of holding the
+// stop for its whole timeout and then ending them OK.
+func TestWatchEndsUnavailableOnStop(t *testing.T) {
+	c := cptest.Start(t, 1, cptest.Options{})
+	rev := put(t, c.Client(cpclient.Config{}), "/app/w", "v").Header.Revision
+	s, err := direct(t, c, 0).Watch(ctx(t), &hivemindv1.WatchRequest{StartRevision: rev, Prefix: "/app/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	end := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := s.Recv(); err != nil {
+				end <- err
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	c.StopNode(0)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("stop with a watch open took %v", took)
+	}
+	if err := <-end; status.Code(err) != codes.Unavailable {
+		t.Fatalf("watch ended with %v, want UNAVAILABLE", err)
+	}
+}

@@ -137,7 +137,7 @@ func (c *Cluster) StartNode(i int) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	rc := raftnode.Config{DataDir: n.Dir, TickInterval: c.opts.Tick, SnapshotEvery: 200, SnapshotMargin: 50, Join: n.join}
+	rc := raftnode.Config{DataDir: n.Dir, TickInterval: c.opts.Tick, SnapshotEvery: 200, SnapshotMargin: 50, SegmentSize: 1 << 20, Join: n.join}
 	if c.Net != nil {
 		rc.Transport = c.Net.Transport(replica.MemberID(n.Name))
 	}

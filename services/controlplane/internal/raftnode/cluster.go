@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hivemind/hivemind/pkg/atomicfile"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 )
 
@@ -45,8 +46,15 @@ func clusterIDFor(peers []*hivemindv1.Member) uint64 {
 
 func (n *Node) clusterIDPath() string { return filepath.Join(n.cfg.DataDir, "cluster-id") }
 
+// The cluster id file's kind and format version: version 1 was the bare
+// hexadecimal id, version 2 adds the header line.
+const (
+	clusterIDKind    = "hivemind-cluster-id"
+	clusterIDVersion = 2
+)
+
 func (n *Node) loadClusterID() error {
-	b, err := os.ReadFile(n.clusterIDPath())
+	_, b, err := atomicfile.ReadVersioned(n.clusterIDPath(), clusterIDKind, 1, clusterIDVersion)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -55,22 +63,19 @@ func (n *Node) loadClusterID() error {
 	}
 	id, err := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 64)
 	if err != nil {
-		return fmt.Errorf("raftnode: cluster id file: %w", err)
+		return fmt.Errorf("raftnode: cluster id file %s: %w", n.clusterIDPath(), err)
 	}
 	n.clusterID.Store(id)
 	return nil
 }
 
 func (n *Node) saveClusterID(id uint64) error {
-	tmp := n.clusterIDPath() + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(id, 16)+"\n"), 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, n.clusterIDPath()); err != nil {
-		return err
+	body := []byte(strconv.FormatUint(id, 16) + "\n")
+	if err := atomicfile.WriteVersioned(n.clusterIDPath(), clusterIDKind, clusterIDVersion, body, 0o600); err != nil {
+		return fmt.Errorf("raftnode: cluster id: %w", err)
 	}
 	n.clusterID.Store(id)
-	return syncDir(n.cfg.DataDir)
+	return nil
 }
 
 // ClusterID is this member's cluster id (0 while a joining member has not

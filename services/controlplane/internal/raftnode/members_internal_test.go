@@ -11,7 +11,7 @@ import (
 // once an entry of a later term is applied here (every entry before it is
 // then applied), and not before.
 func TestChangeLostOnlyOnceALaterTermIsApplied(t *testing.T) {
-	s, err := OpenStorage(t.TempDir())
+	s, err := openStorage(t.TempDir(), 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,6 +96,10 @@ type Config struct {
 	// SnapshotMargin does, in bytes of entry data: whichever keeps fewer
 	// entries wins. Default 64 MiB.
 	SnapshotMarginBytes uint64
+	// SegmentSize is the size WAL segments are preallocated to. Default
+	// 64 MiB (SegmentSize); tests use less, as every open reads the newest
+	// segment whole.
+	SegmentSize int64
 	// AutoPromote lets the leader promote learners once caught up. Default on
 	// (set DisableAutoPromote to turn it off).
 	DisableAutoPromote bool
@@ -108,7 +112,7 @@ type Config struct {
 // TestConfig returns a preset for in-process tests: 10ms ticks, frequent
 // snapshots.
 func TestConfig(id uint64, dir string, peers []*hivemindv1.Member) Config {
-	return Config{ID: id, DataDir: dir, Peers: peers, TickInterval: 10 * time.Millisecond, SnapshotEvery: 100, SnapshotMargin: 20}
+	return Config{ID: id, DataDir: dir, Peers: peers, TickInterval: 10 * time.Millisecond, SnapshotEvery: 100, SnapshotMargin: 20, SegmentSize: 1 << 20}
 }
 
 func (c *Config) defaults() {
@@ -132,6 +136,9 @@ func (c *Config) defaults() {
 	}
 	if c.SnapshotMarginBytes == 0 {
 		c.SnapshotMarginBytes = 64 << 20
+	}
+	if c.SegmentSize == 0 {
+		c.SegmentSize = SegmentSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -202,7 +209,7 @@ func New(cfg Config, sm StateMachine) (*Node, error) {
 	if cfg.ID == 0 {
 		return nil, errors.New("raftnode: ID must not be 0")
 	}
-	st, err := OpenStorage(cfg.DataDir)
+	st, err := openStorage(cfg.DataDir, cfg.SegmentSize)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -27,7 +28,7 @@ func entries(from, n uint64, size int) []*raftpb.Entry {
 
 func TestStorageSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenStorage(dir)
+	s, err := openStorage(dir, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestStorageSurvivesReopen(t *testing.T) {
 	}
 	s.Close()
 
-	s, err = OpenStorage(dir)
+	s, err = openStorage(dir, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,9 +178,10 @@ func BenchmarkRawLogAppend(b *testing.B) {
 	}
 }
 
-func TestStorageDropsTornTailAndRemovesOldSegments(t *testing.T) {
+func TestStorageRotatesAndRemovesOldSegments(t *testing.T) {
+	const prealloc = 64 << 10
 	dir := t.TempDir()
-	s, err := OpenStorage(dir)
+	s, err := openStorage(dir, prealloc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,28 +189,16 @@ func TestStorageDropsTornTailAndRemovesOldSegments(t *testing.T) {
 	if err := s.Save(hs, entries(1, 3, 8), nil, true); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	// A crash in the middle of the next write leaves half a record.
-	segs, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
-	f, err := os.OpenFile(segs[len(segs)-1], os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte{0, 0, 1, 0, 9, 9})
-	f.Close()
-	s, err = OpenStorage(dir)
-	if err != nil {
-		t.Fatalf("torn tail not tolerated: %v", err)
-	}
-	if last, _ := s.Raft().LastIndex(); last != 3 {
-		t.Fatalf("last index %d, want 3", last)
-	}
-	// Fill past one segment, snapshot, and the old segment goes.
-	if err := s.Save(hs, entries(4, 1, SegmentSize), nil, true); err != nil {
+	// One entry larger than a segment: the file grows past its
+	// preallocation, and the next write goes to a new segment.
+	if err := s.Save(hs, entries(4, 1, 2*prealloc), nil, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Save(&raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(5)}, entries(5, 1, 8), nil, true); err != nil {
 		t.Fatal(err)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal")); len(segs) != 2 {
+		t.Fatalf("%d segments, want 2", len(segs))
 	}
 	snap, err := s.Raft().CreateSnapshot(5, &raftpb.ConfState{Voters: []uint64{1}}, []byte("s"))
 	if err != nil {
@@ -220,12 +210,12 @@ func TestStorageDropsTornTailAndRemovesOldSegments(t *testing.T) {
 	if err := s.Compacted(5); err != nil {
 		t.Fatal(err)
 	}
-	segs, _ = filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
+	segs, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
 	if len(segs) != 1 {
 		t.Fatalf("%d segments left, want 1", len(segs))
 	}
 	s.Close()
-	s, err = OpenStorage(dir)
+	s, err = openStorage(dir, prealloc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,5 +269,44 @@ func TestClusterIDRefusesAnotherCluster(t *testing.T) {
 	defer j.Stop(context.Background())
 	if j.ClusterID() != ours || j.acceptCluster(ours+1) == nil {
 		t.Fatal("the adopted cluster id was not kept across a restart")
+	}
+}
+
+func TestClusterIDFileFormats(t *testing.T) {
+	peers := []*hivemindv1.Member{{Id: 1, Name: "n1"}}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cluster-id")
+	cfg := TestConfig(1, dir, peers)
+	start := func() (*Node, error) {
+		cfg.Transport = NewMemNetwork().Transport(1)
+		return New(cfg, &listSM{})
+	}
+	n, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := n.ClusterID()
+	n.Stop(context.Background())
+	if b, _ := os.ReadFile(path); string(b) != fmt.Sprintf("hivemind-cluster-id 2\n%x\n", id) {
+		t.Fatalf("cluster id file %q", b)
+	}
+	// Version 1, the bare id, is read.
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("%x\n", id)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err = start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.ClusterID() != id {
+		t.Fatalf("cluster id %x from a version 1 file, want %x", n.ClusterID(), id)
+	}
+	n.Stop(context.Background())
+	// A newer version is refused, naming both.
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("hivemind-cluster-id 3\n%x\n", id)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := start(); err == nil || !strings.Contains(err.Error(), "version 3") || !strings.Contains(err.Error(), "up to 2") {
+		t.Fatalf("newer cluster id file: %v", err)
 	}
 }

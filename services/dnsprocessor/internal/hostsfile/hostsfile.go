@@ -10,9 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/hivemind/hivemind/pkg/atomicfile"
 	"github.com/hivemind/hivemind/services/dnsprocessor/internal/hoststate"
 	"github.com/hivemind/hivemind/services/dnsprocessor/internal/zone"
 )
@@ -62,8 +62,8 @@ func (w *Writer) Update(_ context.Context, snap *hoststate.Snapshot) error {
 	if w.last != nil && bytes.Equal(content, w.last) {
 		return nil
 	}
-	if err := writeAtomic(w.cfg.Path, content, w.cfg.Mode); err != nil {
-		return err
+	if err := atomicfile.Write(w.cfg.Path, content, w.cfg.Mode); err != nil {
+		return fmt.Errorf("hostsfile: %w", err)
 	}
 	w.last = content
 	return nil
@@ -85,46 +85,4 @@ func (w *Writer) render(snap *hoststate.Snapshot) []byte {
 		}
 	}
 	return b.Bytes()
-}
-
-// writeAtomic replaces path with data: a temporary file in the same
-// directory, synced, then renamed over path, then the directory synced so
-// the rename itself survives a crash.
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("hostsfile: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("hostsfile: write %s: %w", tmp, err)
-	}
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("hostsfile: %w", err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("hostsfile: sync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("hostsfile: close %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("hostsfile: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("hostsfile: %w", err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("hostsfile: sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/hivemind/hivemind/pkg/atomicfile"
 )
 
 // FileName is the sequence file in the data directory.
@@ -33,11 +35,17 @@ const DefaultBlock = 1024
 var (
 	ErrLocked    = errors.New("seq: the sequence file is in use by another process")
 	ErrCorrupt   = errors.New("seq: sequence file corrupt")
+	ErrNewer     = errors.New("seq: sequence file written by a newer version")
 	ErrExhausted = errors.New("seq: sequence numbers exhausted")
 	ErrClosed    = errors.New("seq: closed")
 )
 
-const magic = "hivemind-seq 1"
+// The file's first words name its kind and format version.
+const (
+	kind    = "hivemind-seq"
+	version = 1
+	magic   = kind + " 1"
+)
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -123,32 +131,12 @@ func (s *Sequence) Close() error {
 	return errors.Join(err, s.unlock())
 }
 
-// persist replaces the file with one recording ceiling, durably: write a
-// temporary file, fsync it, rename it over the old one, fsync the directory.
+// persist replaces the file with one recording ceiling, durably.
 func (s *Sequence) persist(ceiling uint64) error {
 	body := fmt.Sprintf("%s %d", magic, ceiling)
 	data := fmt.Sprintf("%s %08x\n", body, crc32.Checksum([]byte(body), crcTable))
-	tmp := s.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.Write(s.path, []byte(data), 0o600); err != nil {
 		return fmt.Errorf("seq: %w", err)
-	}
-	_, werr := f.WriteString(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("seq: writing %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("seq: %w", err)
-	}
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return fmt.Errorf("seq: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("seq: syncing %s: %w", s.dir, err)
 	}
 	return nil
 }
@@ -164,15 +152,26 @@ func readCeiling(path string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("seq: %w", err)
 	}
+	// Every version keeps the frame "<kind> <version> ... <crc>", the
+	// checksum covering all before it, so a flipped digit in the version
+	// reads as damage, and a newer version as newer.
 	line := strings.TrimSuffix(string(data), "\n")
 	i := strings.LastIndexByte(line, ' ')
-	if i < 0 || !strings.HasPrefix(line, magic+" ") {
+	if i < 0 || !strings.HasPrefix(line, kind+" ") {
 		return 0, fmt.Errorf("%w: %s: %q", ErrCorrupt, path, data)
 	}
 	body, sum := line[:i], line[i+1:]
 	want, err := strconv.ParseUint(sum, 16, 32)
 	if err != nil || uint32(want) != crc32.Checksum([]byte(body), crcTable) {
 		return 0, fmt.Errorf("%w: %s: checksum mismatch", ErrCorrupt, path)
+	}
+	if f := strings.Fields(body); len(f) > 1 {
+		if v, err := strconv.Atoi(f[1]); err == nil && v > version {
+			return 0, fmt.Errorf("%w: %s has format version %d, this binary reads version %d", ErrNewer, path, v, version)
+		}
+	}
+	if !strings.HasPrefix(body, magic+" ") {
+		return 0, fmt.Errorf("%w: %s: %q", ErrCorrupt, path, data)
 	}
 	n, err := strconv.ParseUint(strings.TrimPrefix(body, magic+" "), 10, 64)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -142,5 +143,21 @@ func TestLockedAndCorrupt(t *testing.T) {
 		if _, err := Open(dir, 0); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s (%q): %v", name, bad, err)
 		}
+	}
+}
+
+func TestNewerFormatRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	newer := []byte("hivemind-seq 2 5000 9827f758\n")
+	if err := os.WriteFile(path, newer, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir, 0)
+	if !errors.Is(err, ErrNewer) || !strings.Contains(err.Error(), "version 2") || !strings.Contains(err.Error(), "version 1") {
+		t.Fatalf("open of a version 2 file: %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != string(newer) {
+		t.Fatalf("refused file changed: %q", b)
 	}
 }
