@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/miekg/dns"
 )
@@ -13,16 +14,23 @@ import (
 const maxCachedBytes = 2 << 20
 
 // answerCache holds packed UDP answers by the bytes of the query that asked
-// (all but its ID), for one generation of the Replier. Unpacking the query,
-// Reply and packing the answer were most of the processor's own work per
-// query. A hit is the cached answer with the query's ID and its answer
-// records in a new order: only uncompressed answers are kept, whose records
-// can be moved as they are. One per UDP loop, so it needs no lock.
+// (all but its ID). Unpacking the query, Reply and packing the answer were
+// most of the processor's own work per query. A hit is the cached answer
+// with the query's ID and its answer records in a new order: only
+// uncompressed answers are kept, whose records can be moved as they are.
+// One per UDP loop, so it needs no lock.
+//
+// When the Replier's generation moves on, the cache drops the answers for
+// the names that changed (and, when the SOA serial moved, every answer
+// carrying the SOA), not all of them: under a steady stream of changes
+// most answers stay cached.
 type answerCache struct {
 	gen     uint64
 	entries map[string]cachedAnswer
-	size    int   // bytes of keys and answers held
-	order   []int // scratch for reordering the records of a hit
+	byName  map[string][]string // canonical question name → keys of its answers
+	withSOA []string            // keys of answers carrying the SOA
+	size    int                 // bytes of keys and answers held
+	order   []int               // scratch for reordering the records of a hit
 	swap    func(i, j int)
 }
 
@@ -34,21 +42,50 @@ type cachedAnswer struct {
 }
 
 func newAnswerCache() *answerCache {
-	c := &answerCache{entries: make(map[string]cachedAnswer)}
+	c := &answerCache{entries: make(map[string]cachedAnswer), byName: make(map[string][]string)}
 	c.swap = func(i, j int) { c.order[i], c.order[j] = c.order[j], c.order[i] }
 	return c
 }
 
-// sync empties the cache when the Replier's generation has moved on.
-func (c *answerCache) sync(gen uint64) {
-	if gen != c.gen {
+// sync drops what the Replier's generations since the cache's own changed
+// (changed tells: see Replier.Changed), or everything when that is not
+// known.
+func (c *answerCache) sync(gen uint64, changed func(since, until uint64) ([]string, bool, bool)) {
+	if gen == c.gen {
+		return
+	}
+	names, soa, ok := changed(c.gen, gen)
+	c.gen = gen
+	if !ok {
 		c.reset()
-		c.gen = gen
+		return
+	}
+	for _, name := range names {
+		for _, k := range c.byName[name] {
+			c.drop(k)
+		}
+		delete(c.byName, name)
+	}
+	if soa {
+		for _, k := range c.withSOA {
+			c.drop(k)
+		}
+		c.size -= 16 * len(c.withSOA)
+		c.withSOA = c.withSOA[:0]
+	}
+}
+
+func (c *answerCache) drop(key string) {
+	if a, ok := c.entries[key]; ok {
+		c.size -= len(key) + len(a.wire)
+		delete(c.entries, key)
 	}
 }
 
 func (c *answerCache) reset() {
 	clear(c.entries)
+	clear(c.byName)
+	c.withSOA = c.withSOA[:0]
 	c.size = 0
 }
 
@@ -95,6 +132,31 @@ func (c *answerCache) put(query, wire []byte, m *dns.Msg) {
 		c.size = len(key) + len(wire)
 	}
 	c.entries[key] = cachedAnswer{wire: append([]byte(nil), wire...), spans: spans}
+	if len(m.Question) == 1 { // the others' answers do not depend on the zone
+		name := dns.CanonicalName(m.Question[0].Name)
+		if keys := c.byName[name]; !slices.Contains(keys, key) {
+			c.byName[name] = append(keys, key)
+		}
+	}
+	if carriesSOA(m) {
+		// A key dropped by name and cached again is listed twice until
+		// the serial moves: counted, so the budget bounds the list too.
+		c.withSOA = append(c.withSOA, key)
+		c.size += 16
+	}
+}
+
+// carriesSOA reports whether m has the zone's SOA in its answer or
+// authority section, whose serial moves with the zone's revision.
+func carriesSOA(m *dns.Msg) bool {
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeSOA {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // answerSpans finds the answer records of an uncompressed message with qd
