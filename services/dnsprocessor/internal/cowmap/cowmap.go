@@ -1,10 +1,10 @@
 // Package cowmap is an immutable map from strings, changed by copying only
 // the part that changes. Keys are spread over a fixed number of shards,
-// each a plain Go map; an edit copies the array of shard pointers and each
-// shard it writes to, once, so a change to one key of a map of any size
-// costs the size of one shard, and every Map already handed out stays as
-// it was. The dns processor's host state and zone are held in them: many
-// readers, one writer, a new version per change.
+// each a plain Go map; an edit copies the pointers on the way to each shard
+// it writes and that shard, once, so a change to one key of a map of any
+// size costs the size of one shard, and every Map already handed out stays
+// as it was. The dns processor's host state and zone are held in them:
+// many readers, one writer, a new version per change.
 package cowmap
 
 import (
@@ -12,28 +12,42 @@ import (
 	"iter"
 )
 
-// shardCount is the number of shards. At 10,000 hosts the zone holds about
-// 20,000 names, 20 to a shard: an edit copies 8 KiB of pointers and a
-// shard or two of 20 entries.
-const shardCount = 1024
+// The shards are held in two levels of fan each: an edit copies the top
+// level, the blocks of shard pointers it writes under and the shards it
+// writes, a few hundred bytes, rather than one array of every shard.
+const (
+	fan        = 32
+	shardCount = fan * fan
+)
+
+// At 10,000 hosts the zone holds about 20,000 names, 20 to a shard: an
+// edit of one key copies 512 bytes of pointers and a map of 20 entries.
 
 var seed = maphash.MakeSeed()
 
 func shardOf(k string) int { return int(maphash.String(seed, k) % shardCount) }
 
+type block[V any] [fan]map[string]V
+
 // Map is an immutable map. The zero value is an empty map.
 type Map[V any] struct {
-	shards *[shardCount]map[string]V // nil: every shard empty
-	n      int
+	top *[fan]*block[V] // nil: every shard empty
+	n   int
+}
+
+func (m Map[V]) shard(i int) map[string]V {
+	if m.top == nil {
+		return nil
+	}
+	if b := m.top[i/fan]; b != nil {
+		return b[i%fan]
+	}
+	return nil
 }
 
 // Get returns the value of k.
 func (m Map[V]) Get(k string) (V, bool) {
-	if m.shards == nil {
-		var zero V
-		return zero, false
-	}
-	v, ok := m.shards[shardOf(k)][k]
+	v, ok := m.shard(shardOf(k))[k]
 	return v, ok
 }
 
@@ -43,13 +57,18 @@ func (m Map[V]) Len() int { return m.n }
 // All iterates over the keys and values in no particular order.
 func (m Map[V]) All() iter.Seq2[string, V] {
 	return func(yield func(string, V) bool) {
-		if m.shards == nil {
+		if m.top == nil {
 			return
 		}
-		for _, sh := range m.shards {
-			for k, v := range sh {
-				if !yield(k, v) {
-					return
+		for _, b := range m.top {
+			if b == nil {
+				continue
+			}
+			for _, sh := range b {
+				for k, v := range sh {
+					if !yield(k, v) {
+						return
+					}
 				}
 			}
 		}
@@ -58,47 +77,33 @@ func (m Map[V]) All() iter.Seq2[string, V] {
 
 // Edit starts an edit of a copy of m; m itself never changes.
 func (m Map[V]) Edit() *Edit[V] {
-	e := &Edit[V]{n: m.n}
-	if m.shards != nil {
-		e.shards = *m.shards
+	e := &Edit[V]{m: Map[V]{top: new([fan]*block[V]), n: m.n}}
+	if m.top != nil {
+		*e.m.top = *m.top
 	}
 	return e
 }
 
-// Edit is a copy of a Map being changed, by one goroutine. Shards it has
-// not written to are still shared with the Map it came from.
+// Edit is a copy of a Map being changed, by one goroutine. Blocks and
+// shards it has not written to are still shared with the Map it came from.
 type Edit[V any] struct {
-	shards [shardCount]map[string]V
-	owned  [shardCount]bool // copied by this edit: written in place
-	n      int
+	m           Map[V]
+	ownedBlocks uint32      // bit i: top[i] was copied by this edit
+	ownedShards [fan]uint32 // bit j of [i]: shard j of top[i] was
 }
 
 // Get returns the value of k as edited so far.
-func (e *Edit[V]) Get(k string) (V, bool) {
-	v, ok := e.shards[shardOf(k)][k]
-	return v, ok
-}
+func (e *Edit[V]) Get(k string) (V, bool) { return e.m.Get(k) }
 
 // All iterates over the keys and values as edited so far, in no
 // particular order. The edit must not change while it runs.
-func (e *Edit[V]) All() iter.Seq2[string, V] {
-	return func(yield func(string, V) bool) {
-		for _, sh := range e.shards {
-			for k, v := range sh {
-				if !yield(k, v) {
-					return
-				}
-			}
-		}
-	}
-}
+func (e *Edit[V]) All() iter.Seq2[string, V] { return e.m.All() }
 
 // Set sets k to v.
 func (e *Edit[V]) Set(k string, v V) {
-	i := shardOf(k)
-	sh := e.own(i)
+	sh := e.own(shardOf(k))
 	if _, ok := sh[k]; !ok {
-		e.n++
+		e.m.n++
 	}
 	sh[k] = v
 }
@@ -106,26 +111,34 @@ func (e *Edit[V]) Set(k string, v V) {
 // Delete removes k.
 func (e *Edit[V]) Delete(k string) {
 	i := shardOf(k)
-	if _, ok := e.shards[i][k]; !ok {
+	if _, ok := e.m.shard(i)[k]; !ok {
 		return
 	}
 	delete(e.own(i), k)
-	e.n--
+	e.m.n--
 }
 
 func (e *Edit[V]) own(i int) map[string]V {
-	if !e.owned[i] {
-		sh := make(map[string]V, len(e.shards[i])+1)
-		for k, v := range e.shards[i] {
+	hi, lo := i/fan, i%fan
+	if e.ownedBlocks&(1<<hi) == 0 {
+		b := new(block[V])
+		if old := e.m.top[hi]; old != nil {
+			*b = *old
+		}
+		e.m.top[hi] = b
+		e.ownedBlocks |= 1 << hi
+	}
+	b := e.m.top[hi]
+	if e.ownedShards[hi]&(1<<lo) == 0 {
+		sh := make(map[string]V, len(b[lo])+1)
+		for k, v := range b[lo] {
 			sh[k] = v
 		}
-		e.shards[i], e.owned[i] = sh, true
+		b[lo] = sh
+		e.ownedShards[hi] |= 1 << lo
 	}
-	return e.shards[i]
+	return b[lo]
 }
 
 // Map returns the edited map. The edit must not be used after it.
-func (e *Edit[V]) Map() Map[V] {
-	shards := e.shards
-	return Map[V]{shards: &shards, n: e.n}
-}
+func (e *Edit[V]) Map() Map[V] { return e.m }

@@ -7,11 +7,11 @@ import (
 	"github.com/miekg/dns"
 )
 
-// maxCachedBytes bounds an answer cache, keys and answers counted. A full
-// cache is emptied and starts over: a zone's answers are a few hundred
-// kilobytes, and a flood of random names should cost misses, not memory
-// (there is one cache per P).
-const maxCachedBytes = 2 << 20
+// maxCachedBytes bounds an answer cache, keys and answers counted. At
+// 10,000 hosts the answers to every name of the zone take about 4 MiB; a
+// full cache drops a quarter of its answers, chosen at random, so a flood
+// of random names costs misses, not memory (there is one cache per P).
+const maxCachedBytes = 8 << 20
 
 // answerCache holds packed UDP answers by the bytes of the query that asked
 // (all but its ID). Unpacking the query, Reply and packing the answer were
@@ -35,6 +35,7 @@ type answerCache struct {
 }
 
 type cachedAnswer struct {
+	name string // canonical question name, "" when not by name
 	wire []byte
 	// spans are the offsets of the answer records and, last, the end of
 	// the answer section; nil when there are fewer than two records.
@@ -67,19 +68,63 @@ func (c *answerCache) sync(gen uint64, changed func(since, until uint64) ([]stri
 		delete(c.byName, name)
 	}
 	if soa {
+		stale := map[string]bool{}
 		for _, k := range c.withSOA {
-			c.drop(k)
+			if a, ok := c.drop(k); ok {
+				stale[a.name] = true
+			}
 		}
 		c.size -= 16 * len(c.withSOA)
 		c.withSOA = c.withSOA[:0]
+		c.prune(stale)
 	}
 }
 
-func (c *answerCache) drop(key string) {
-	if a, ok := c.entries[key]; ok {
+func (c *answerCache) drop(key string) (cachedAnswer, bool) {
+	a, ok := c.entries[key]
+	if ok {
 		c.size -= len(key) + len(a.wire)
 		delete(c.entries, key)
 	}
+	return a, ok
+}
+
+// prune removes the keys no longer cached from the lists of names, each
+// list once: a name asked in many spellings (0x20) has a long one.
+func (c *answerCache) prune(names map[string]bool) {
+	for name := range names {
+		keys := slices.DeleteFunc(c.byName[name], func(k string) bool { _, ok := c.entries[k]; return !ok })
+		if len(keys) == 0 {
+			delete(c.byName, name)
+		} else {
+			c.byName[name] = keys
+		}
+	}
+}
+
+// evict drops answers, in map order (random), until the cache holds three
+// quarters of its budget, and forgets them in the name and SOA lists.
+func (c *answerCache) evict() {
+	stale := map[string]bool{}
+	for key := range c.entries {
+		if c.size <= maxCachedBytes*3/4 {
+			break
+		}
+		a, _ := c.drop(key)
+		stale[a.name] = true
+	}
+	c.prune(stale)
+	live := c.withSOA[:0]
+	seen := make(map[string]bool, len(c.withSOA))
+	for _, k := range c.withSOA {
+		if _, ok := c.entries[k]; ok && !seen[k] {
+			seen[k] = true
+			live = append(live, k)
+		}
+	}
+	c.size -= 16 * (len(c.withSOA) - len(live))
+	clear(c.withSOA[len(live):])
+	c.withSOA = live
 }
 
 func (c *answerCache) reset() {
@@ -127,18 +172,19 @@ func (c *answerCache) put(query, wire []byte, m *dns.Msg) {
 	if _, ok := c.entries[key]; ok {
 		return
 	}
-	if c.size += len(key) + len(wire); c.size > maxCachedBytes {
-		c.reset()
-		c.size = len(key) + len(wire)
+	soa := carriesSOA(m)
+	if c.size += len(key) + len(wire); c.size > maxCachedBytes-16 {
+		c.evict()
 	}
-	c.entries[key] = cachedAnswer{wire: append([]byte(nil), wire...), spans: spans}
+	a := cachedAnswer{wire: append([]byte(nil), wire...), spans: spans}
 	if len(m.Question) == 1 { // the others' answers do not depend on the zone
-		name := dns.CanonicalName(m.Question[0].Name)
-		if keys := c.byName[name]; !slices.Contains(keys, key) {
-			c.byName[name] = append(keys, key)
-		}
+		// Not listed yet: the key was not cached, and a key leaves its
+		// list when it leaves the cache (prune).
+		a.name = dns.CanonicalName(m.Question[0].Name)
+		c.byName[a.name] = append(c.byName[a.name], key)
 	}
-	if carriesSOA(m) {
+	c.entries[key] = a
+	if soa {
 		// A key dropped by name and cached again is listed twice until
 		// the serial moves: counted, so the budget bounds the list too.
 		c.withSOA = append(c.withSOA, key)
