@@ -42,18 +42,26 @@ type nameState struct {
 
 func (n *nameState) exists() bool { return len(n.sets) > 0 || n.below > 0 }
 
-// contribution is one host's records at one name.
+// contribution is one host's records at one name, in presentation order.
 type contribution struct {
 	host string
-	rrs  []keyed
+	rrs  []dns.RR
 }
 
 // keyed is a record and its presentation form, which orders a set the same
-// way on every build and tells whether two contributions differ.
+// way on every build. Keys are made while sorting and not kept: at 10,000
+// hosts they would be a tenth of the processor's memory.
 type keyed struct {
 	key string
 	rr  dns.RR
 }
+
+func byKey(a, b keyed) int {
+	return cmp.Or(cmp.Compare(a.rr.Header().Rrtype, b.rr.Header().Rrtype), cmp.Compare(a.key, b.key))
+}
+
+// sameRR tells records apart as their presentation forms would.
+func sameRR(a, b dns.RR) bool { return a.Header().Ttl == b.Header().Ttl && dns.IsDuplicate(a, b) }
 
 // apexHost is the contributor of the SOA, NS and glue records.
 const apexHost = ""
@@ -128,7 +136,7 @@ func (x *Index) apex(revision uint64) {
 			r.addrs(ns.Name, ns.Addrs, c.TTL.Apex)
 		}
 	}
-	x.contribute(apexHost, r)
+	x.contribute(apexHost, r.sort())
 }
 
 // host sets the records of the named host from h, nil when it has none
@@ -138,7 +146,7 @@ func (x *Index) host(name string, h *hoststate.Host) {
 	if h != nil && !h.Failed {
 		r = hostRecords(x.cfg, h)
 	}
-	x.contribute(name, r)
+	x.contribute(name, r.sort())
 }
 
 // contribute replaces host's records with r, marking the names whose
@@ -162,8 +170,8 @@ func (x *Index) contribute(host string, r records) {
 	}
 }
 
-// set replaces host's records at name with rrs (sorted by key).
-func (x *Index) set(name, host string, rrs []keyed) {
+// set replaces host's records at name with rrs (in presentation order).
+func (x *Index) set(name, host string, rrs []dns.RR) {
 	n := x.names[name]
 	if n == nil {
 		if len(rrs) == 0 {
@@ -180,7 +188,7 @@ func (x *Index) set(name, host string, rrs []keyed) {
 		n.contrib = append(n.contrib, contribution{host, rrs})
 	case len(rrs) == 0:
 		n.contrib = slices.Delete(n.contrib, i, i+1)
-	case slices.EqualFunc(n.contrib[i].rrs, rrs, func(a, b keyed) bool { return a.key == b.key }):
+	case slices.EqualFunc(n.contrib[i].rrs, rrs, sameRR):
 		return
 	default:
 		n.contrib[i].rrs = rrs
@@ -288,14 +296,14 @@ func (x *Index) node(n *nameState) *node {
 func merge(contrib []contribution) []rrset {
 	var all []keyed
 	for _, c := range contrib {
-		all = append(all, c.rrs...)
+		for _, rr := range c.rrs {
+			all = append(all, keyed{rr.String(), rr})
+		}
 	}
 	if len(all) == 0 {
 		return nil
 	}
-	slices.SortStableFunc(all, func(a, b keyed) int {
-		return cmp.Or(cmp.Compare(a.rr.Header().Rrtype, b.rr.Header().Rrtype), cmp.Compare(a.key, b.key))
-	})
+	slices.SortStableFunc(all, byKey)
 	var sets []rrset
 	for i := 0; i < len(all); {
 		t := all[i].rr.Header().Rrtype
@@ -339,14 +347,31 @@ func without(names []string, name string) []string {
 }
 
 // records are one contributor's records by owner name.
-type records map[string][]keyed
+type records map[string][]dns.RR
 
 func (r records) add(rr dns.RR) {
 	name := rr.Header().Name
-	k := keyed{rr.String(), rr}
-	rrs := r[name]
-	i, _ := slices.BinarySearchFunc(rrs, k, func(a, b keyed) int { return cmp.Compare(a.key, b.key) })
-	r[name] = slices.Insert(rrs, i, k)
+	r[name] = append(r[name], rr)
+}
+
+// sort puts each name's records in presentation order, so two
+// contributions compare record by record.
+func (r records) sort() records {
+	for name, rrs := range r {
+		if len(rrs) < 2 {
+			continue
+		}
+		ks := make([]keyed, len(rrs))
+		for i, rr := range rrs {
+			ks[i] = keyed{rr.String(), rr}
+		}
+		slices.SortStableFunc(ks, byKey)
+		for i, k := range ks {
+			rrs[i] = k.rr
+		}
+		r[name] = slices.Clip(rrs)
+	}
+	return r
 }
 
 func (r records) addrs(name string, addrs []netip.Addr, ttl uint32) {
