@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -347,7 +348,15 @@ func dnsPrefillZone(ctx context.Context, cluster, dnsProcs *procs, cp *cpclient.
 		return nil, err
 	}
 	last := hostName(n-1) + ".node." + qpsOrigin
-	if err := waitUntil(wctx, "fresh dns processor serves "+last, func(context.Context) error {
+	fctx, stopWaiting := context.WithCancel(wctx)
+	defer stopWaiting()
+	if err := waitUntil(fctx, "fresh dns processor serves "+last, func(context.Context) error {
+		if exited(fresh.cmds[0].Process.Pid) {
+			// A port taken between freePorts and its start, say: no use
+			// waiting out the deadline.
+			stopWaiting()
+			return fmt.Errorf("dns3 exited (log: %s)", filepath.Join(cluster.dir, "hivemind-dns3.log"))
+		}
 		r, _, err := (&dns.Client{Timeout: 100 * time.Millisecond}).Exchange(question(last, dns.TypeA), dnsAddr)
 		if err == nil && (r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0) {
 			err = fmt.Errorf("rcode %s, %d answers", dns.RcodeToString[r.Rcode], len(r.Answer))
@@ -368,6 +377,17 @@ func dnsPrefillZone(ctx context.Context, cluster, dnsProcs *procs, cp *cpclient.
 		Note: fmt.Sprintf("%d prefilled hosts; a dns processor started on the full zone, from process start until it answers for every host (bootstrap from the control plane); memory of the 2 running processors: %s",
 			n, strings.Join(mem, "; "))}
 	return []result{boot}, nil
+}
+
+// exited reports whether the process pid has ended (a zombie until its
+// parent waits for it, which procs.stop does).
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] == "Z"
 }
 
 // waitServed waits until the dns processor at grpcAddr serves n hosts or
