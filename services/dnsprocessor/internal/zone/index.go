@@ -97,7 +97,8 @@ func (x *Index) Reset(snap *hoststate.Snapshot) *Zone {
 // changed since (hoststate.Snapshot.Changed), and returns it with the
 // names whose answers changed: their records, their additional section,
 // or whether they exist. When the SOA serial changed, the origin is among
-// them, and every negative answer changed too (it carries the SOA).
+// them, and every negative answer changed too (it carries the SOA). Reset
+// comes first: Update changes the zone Reset built.
 func (x *Index) Update(snap *hoststate.Snapshot, hosts []string) (*Zone, []string) {
 	x.begin()
 	if snap.Revision != x.zone.revision {
