@@ -90,8 +90,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 }
 
 // Update serves the zone of snap from now on. The first zone, and one
-// after a Restore of the host state, is built from the whole snapshot;
-// every other is the last one changed by the hosts that changed since.
+// after the host state was replaced (a Restore with Reset), is built from
+// the whole snapshot; every other is the last one changed by the hosts
+// that changed since.
 func (h *Handler) Update(_ context.Context, snap *hoststate.Snapshot) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -26,9 +26,9 @@ type Snapshot struct {
 	hosts cowmap.Map[entry] // every host ever seen, removed ones too
 	shown int               // hosts with a record
 
-	// log[i] names the host changed by version logBase+1+i, "" when that
-	// version changed any number of them (a Restore).
-	log     []string
+	// log[i] names the hosts changed by version logBase+1+i, nil when
+	// any may have (a Restore of a new epoch).
+	log     [][]string
 	logBase uint64
 }
 
@@ -74,25 +74,27 @@ func (s *Snapshot) Seq(name string) uint64 {
 // Changed names the hosts whose records changed (were put, removed, failed
 // or recovered) between since and s, each once; false when that is not
 // known and the whole of s must be taken instead: since is nil, from
-// another State, newer than s, older than the log kept, or a Restore came
-// in between.
+// another State, newer than s, older than the log kept, or a Restore with
+// Reset came in between. The slice may be shared: callers only read it.
 func (s *Snapshot) Changed(since *Snapshot) ([]string, bool) {
 	if since == nil || since.src != s.src || since.Version > s.Version || since.Version < s.logBase {
 		return nil, false
 	}
 	log := s.log[since.Version-s.logBase:]
-	if len(log) == 1 && log[0] != "" {
-		return log, true // the common case: one change, nothing to sort out
+	if len(log) == 1 && log[0] != nil {
+		return log[0], true // the common case: one version, nothing to sort out
 	}
-	seen := make(map[string]bool, len(log))
+	seen := map[string]bool{}
 	var out []string
-	for _, name := range log {
-		if name == "" {
+	for _, names := range log {
+		if names == nil {
 			return nil, false
 		}
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
+		for _, name := range names {
+			if !seen[name] {
+				seen[name] = true
+				out = append(out, name)
+			}
 		}
 	}
 	return out, true

@@ -181,7 +181,7 @@ func (s *State) Apply(u Update) (bool, error) {
 	}
 	ed := cur.hosts.Edit()
 	ed.Set(name, e)
-	s.publish(cur, ed, name)
+	s.publish(cur, ed, []string{name})
 	return true, nil
 }
 
@@ -246,10 +246,12 @@ func (s *State) Restore(b Bootstrap) {
 		base = cowmap.Map[entry]{}
 	}
 	ed := base.Edit()
+	changed := map[string]bool{}
 	set := func(name string, u Update) {
 		e, _ := ed.Get(name)
 		if e.apply(name, u) {
 			ed.Set(name, e)
+			changed[name] = true
 		}
 	}
 	for i := range b.Hosts {
@@ -283,17 +285,28 @@ func (s *State) Restore(b Bootstrap) {
 		e.failed, e.failedAt = false, 0
 		e.show()
 		ed.Set(name, e)
+		changed[name] = true
 	}
 	for name, at := range failed {
 		set(name, Update{Op: Failed, Time: at})
 	}
 	s.revision = b.Revision
-	s.publish(cur, ed, "")
+	if b.Reset {
+		s.publish(cur, ed, nil) // a new epoch: everything may differ
+		return
+	}
+	// A view that repeats what is held (a watch resumed by bootstrapping
+	// again) changes few hosts or none: processors update only those.
+	names := make([]string, 0, len(changed))
+	for name := range changed {
+		names = append(names, name)
+	}
+	s.publish(cur, ed, names)
 }
 
 // publish makes the edited hosts the next snapshot and wakes watchers.
-// changed names the one host that changed, "" for any number of them.
-func (s *State) publish(cur *Snapshot, ed *cowmap.Edit[entry], changed string) {
+// changed names the hosts that changed, nil when any may have.
+func (s *State) publish(cur *Snapshot, ed *cowmap.Edit[entry], changed []string) {
 	next := &Snapshot{
 		Revision: s.revision,
 		Version:  cur.Version + 1,
@@ -302,7 +315,7 @@ func (s *State) publish(cur *Snapshot, ed *cowmap.Edit[entry], changed string) {
 		logBase:  cur.logBase,
 		log:      append(cur.log, changed),
 	}
-	if changed == "" {
+	if changed == nil {
 		for _, e := range next.hosts.All() {
 			if e.shown != nil {
 				next.shown++
@@ -310,13 +323,15 @@ func (s *State) publish(cur *Snapshot, ed *cowmap.Edit[entry], changed string) {
 		}
 	} else {
 		next.shown = cur.shown
-		was, _ := cur.hosts.Get(changed)
-		now, _ := next.hosts.Get(changed)
-		if was.shown != nil {
-			next.shown--
-		}
-		if now.shown != nil {
-			next.shown++
+		for _, name := range changed {
+			was, _ := cur.hosts.Get(name)
+			now, _ := next.hosts.Get(name)
+			if was.shown != nil {
+				next.shown--
+			}
+			if now.shown != nil {
+				next.shown++
+			}
 		}
 	}
 	if len(next.log) > maxLog {
@@ -324,7 +339,7 @@ func (s *State) publish(cur *Snapshot, ed *cowmap.Edit[entry], changed string) {
 		// the snapshots that share it.
 		keep := maxLog / 2
 		drop := len(next.log) - keep
-		next.log = append([]string(nil), next.log[drop:]...)
+		next.log = append([][]string(nil), next.log[drop:]...)
 		next.logBase += uint64(drop)
 	}
 	s.cur.Store(next)

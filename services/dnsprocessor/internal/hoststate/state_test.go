@@ -307,12 +307,29 @@ func TestChanged(t *testing.T) {
 	if _, ok := second.Changed(New().Snapshot()); ok {
 		t.Error("Changed from another state's snapshot is known")
 	}
+	// A view that repeats what is held changes nothing; one with a newer
+	// record changes that host; one of a new epoch, anything.
 	s.Restore(second.Bootstrap())
-	if _, ok := s.Snapshot().Changed(second); ok {
-		t.Error("Changed across a Restore is known")
+	if got, ok := s.Snapshot().Changed(second); !ok || len(got) != 0 {
+		t.Errorf("Changed across a Restore of the same view = %v, %v; want none, true", got, ok)
+	}
+	b := second.Bootstrap()
+	b.Hosts[0].Seq, b.Hosts[0].Addrs = 9, rec("10.0.0.99").Addrs // host a
+	b.Failed = nil                                               // b recovers
+	s.Restore(b)
+	got, ok = s.Snapshot().Changed(second)
+	slices.Sort(got)
+	if !ok || !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("Changed across a Restore = %v, %v; want [a b], true", got, ok)
+	}
+	beforeReset := s.Snapshot()
+	b.Reset = true
+	s.Restore(b)
+	if _, ok := s.Snapshot().Changed(beforeReset); ok {
+		t.Error("Changed across a Restore of a new epoch is known")
 	}
 	afterRestore := s.Snapshot()
-	for seq := uint64(3); seq < 3+maxLog; seq++ {
+	for seq := uint64(10); seq < 10+maxLog; seq++ {
 		s.Apply(put("a", seq, "10.0.0.1"))
 	}
 	if _, ok := s.Snapshot().Changed(afterRestore); ok {

@@ -129,6 +129,7 @@ func applyRandom(t *testing.T, rng *rand.Rand, s *hoststate.State, seqs map[stri
 	default:
 		b := s.Snapshot().Bootstrap()
 		b.Revision = rev
+		b.Reset = rng.IntN(3) == 0 // a new epoch: the zone is built again
 		if rng.IntN(2) == 0 && len(b.Hosts) > 0 {
 			b.Hosts = b.Hosts[1:] // a host the view does not mention is kept
 		}
