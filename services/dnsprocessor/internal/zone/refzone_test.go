@@ -14,7 +14,7 @@ import (
 	"github.com/hivemind/hivemind/services/dnsprocessor/internal/hoststate"
 )
 
-// Zone is an immutable zone built from one snapshot.
+// refZone is a zone built from one snapshot, every name at once.
 type refZone struct {
 	origin   string
 	revision uint64
@@ -26,7 +26,7 @@ type refZone struct {
 	suffix   string                   // "." + origin, what every name below it ends with
 }
 
-// rrsets holds a name's records by type; empty for an empty non-terminal.
+// refRRsets holds a name's records by type; empty for an empty non-terminal.
 type refRRsets map[uint16][]dns.RR
 
 type refNameType struct {
@@ -34,7 +34,7 @@ type refNameType struct {
 	qtype uint16
 }
 
-// Build builds the zone of snap under cfg. Failed hosts, critical
+// refBuild builds the zone of snap under cfg. Failed hosts, critical
 // instances, and names that cannot be DNS labels are left out.
 func refBuild(cfg Config, snap *hoststate.Snapshot) (*refZone, error) {
 	cfg, err := cfg.normalize()
