@@ -71,7 +71,7 @@ func (s service) Status(ctx context.Context, _ *hivemindv1.DNSProcessorStatusReq
 
 func servedHosts(snap *hoststate.Snapshot) int {
 	n := 0
-	for _, h := range snap.Hosts() {
+	for h := range snap.All() {
 		if !h.Failed {
 			n++
 		}
@@ -82,7 +82,7 @@ func servedHosts(snap *hoststate.Snapshot) int {
 // servedServices counts the distinct service names with a serving instance.
 func servedServices(snap *hoststate.Snapshot) int {
 	names := map[string]bool{}
-	for _, h := range snap.Hosts() {
+	for h := range snap.All() {
 		if h.Failed {
 			continue
 		}
@@ -126,7 +126,7 @@ func (s service) Lookup(_ context.Context, req *hivemindv1.LookupRequest) (*hive
 	if res.Rcode == dns.RcodeSuccess && len(res.Answer) == 0 {
 		resp.Answer = nil
 	}
-	snap := s.n.state.Snapshot()
+	snap := z.Snapshot() // the hosts the zone was made from, not newer ones
 	for _, host := range contributors(z, res, snap) {
 		resp.HostSeqs[host] = snap.Seq(host)
 	}
@@ -168,7 +168,7 @@ func contributors(z *zone.Zone, res zone.Result, snap *hoststate.Snapshot) []str
 		}
 	}
 	if len(addrs) > 0 {
-		for _, h := range snap.Hosts() {
+		for h := range snap.All() {
 			for _, a := range h.Addrs {
 				if !h.Failed && addrs[a.String()] && !seen[h.Name] {
 					seen[h.Name] = true

@@ -70,7 +70,11 @@ type syncer struct {
 func (s *syncer) run(ctx context.Context) {
 	reset, ready := false, false
 	for ctx.Err() == nil {
-		if cp := s.cp(); cp != nil {
+		cp := s.cp()
+		if cp == nil {
+			cp = s.awaitJoin(ctx)
+		}
+		if cp != nil {
 			rev, pages, err := s.bootstrap(ctx, cp, reset)
 			if err == nil {
 				ready = true
@@ -94,10 +98,33 @@ func (s *syncer) run(ctx context.Context) {
 		if !ready {
 			ready = s.bootstrapFromPeer(ctx)
 		}
+		if cp == nil {
+			continue // awaitJoin has waited an interval already
+		}
 		if sleep(ctx, s.retry) != nil {
 			return
 		}
 	}
+}
+
+// joinPoll is how often a node that has not joined yet looks again.
+const joinPoll = 50 * time.Millisecond
+
+// awaitJoin waits up to one retry interval for this node to join (the
+// control-plane client to appear) and returns it, nil if it did not. At
+// start the join takes moments: sleeping a whole interval before the first
+// bootstrap was most of the time a fresh processor took to serve.
+func (s *syncer) awaitJoin(ctx context.Context) ControlPlane {
+	deadline := time.Now().Add(s.retry)
+	for time.Now().Before(deadline) {
+		if sleep(ctx, min(joinPoll, s.retry)) != nil {
+			return nil
+		}
+		if cp := s.cp(); cp != nil {
+			return cp
+		}
+	}
+	return nil
 }
 
 // pages records, for each page of the bootstrap reads, the keys it covered

@@ -6,6 +6,7 @@ package dnsserver
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
@@ -37,12 +38,36 @@ func DefaultConfig() Config {
 }
 
 // Handler answers queries from the zone of the latest snapshot. It is the
-// DNS processor: Update gives it each new snapshot.
+// DNS processor: Update gives it each new snapshot, and it changes the
+// zone by the hosts that changed since the last one.
 type Handler struct {
-	cfg  Config
+	cfg Config
+
+	mu    sync.Mutex // serialises Update
+	index *zone.Index
+	last  *hoststate.Snapshot // the snapshot of the zone being served
+
 	zone atomic.Pointer[zone.Zone]
-	gen  atomic.Uint64 // counts Updates, each after its zone is stored
+	log  atomic.Pointer[changeLog]
+	gen  atomic.Uint64 // counts Updates, each after its zone and log entry are stored
 }
+
+// changeLog is what each of the last generations changed: entries[i] is
+// generation base+1+i. It is replaced, never changed, once published.
+type changeLog struct {
+	base    uint64
+	entries []change
+}
+
+type change struct {
+	names []string // canonical names whose answers changed
+	soa   bool     // the SOA serial moved: every answer carrying it changed
+	all   bool     // a zone built from scratch: anything may have changed
+}
+
+// maxChangeLog bounds the generations Changed can tell about; a cache
+// further behind starts over.
+const maxChangeLog = 1024
 
 // NewHandler returns a handler that answers SERVFAIL until its first
 // Update, so a resolver asks another server instead of caching a negative
@@ -55,20 +80,43 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Shuffle == nil {
 		cfg.Shuffle = rand.Shuffle
 	}
-	// Building an empty zone checks the zone config once, up front.
-	if _, err := zone.Build(cfg.Zone, hoststate.New().Snapshot()); err != nil {
+	index, err := zone.NewIndex(cfg.Zone) // checks the zone config up front
+	if err != nil {
 		return nil, err
 	}
-	return &Handler{cfg: cfg}, nil
+	h := &Handler{cfg: cfg, index: index}
+	h.log.Store(&changeLog{})
+	return h, nil
 }
 
-// Update builds the zone of snap and serves it from now on.
+// Update serves the zone of snap from now on. The first zone, and one
+// after the host state was replaced (a Restore with Reset), is built from
+// the whole snapshot; every other is the last one changed by the hosts
+// that changed since.
 func (h *Handler) Update(_ context.Context, snap *hoststate.Snapshot) error {
-	z, err := zone.Build(h.cfg.Zone, snap)
-	if err != nil {
-		return err
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var (
+		z  *zone.Zone
+		ch change
+	)
+	if hosts, ok := snap.Changed(h.last); ok && h.index.Zone() != nil {
+		prev := h.index.Zone()
+		z, ch.names = h.index.Update(snap, hosts)
+		ch.soa = z.Revision() != prev.Revision()
+	} else {
+		z, ch.all = h.index.Reset(snap), true
 	}
+	h.last = snap
 	h.zone.Store(z)
+	old := h.log.Load()
+	next := &changeLog{base: old.base, entries: append(old.entries, ch)}
+	if len(next.entries) > maxChangeLog {
+		drop := len(next.entries) - maxChangeLog/2
+		next.entries = append([]change(nil), next.entries[drop:]...)
+		next.base += uint64(drop)
+	}
+	h.log.Store(next)
 	h.gen.Add(1)
 	return nil
 }
@@ -79,8 +127,29 @@ func (h *Handler) Zone() *zone.Zone { return h.zone.Load() }
 // Generation counts the zones served so far. A reply depends only on its
 // query, the zone and the order Shuffle gives its answer records, so a
 // reply made after Generation returned g stays right while it still
-// returns g: the zone is stored before the count moves.
+// returns g: the zone and what it changed are stored before the count
+// moves.
 func (h *Handler) Generation() uint64 { return h.gen.Load() }
+
+// Changed tells what the zones of generations since+1 to until changed:
+// the names (canonical) whose answers may differ, and whether every answer
+// carrying the SOA (negative answers, the SOA's own) may. False when that
+// is not known and any answer may differ: a zone built from scratch came
+// in between, or since is older than the log kept.
+func (h *Handler) Changed(since, until uint64) (names []string, soa, ok bool) {
+	log := h.log.Load()
+	if since > until || since < log.base || until > log.base+uint64(len(log.entries)) {
+		return nil, false, false
+	}
+	for _, ch := range log.entries[since-log.base : until-log.base] {
+		if ch.all {
+			return nil, false, false
+		}
+		names = append(names, ch.names...)
+		soa = soa || ch.soa
+	}
+	return names, soa, true
+}
 
 // Shuffle reorders the answer records of a reply, as Reply does.
 func (h *Handler) Shuffle(n int, swap func(i, j int)) { h.cfg.Shuffle(n, swap) }

@@ -20,6 +20,11 @@ type Replier interface {
 	// until then the server answers a query asked the same way again from
 	// its cache, with its answer records reordered by Shuffle.
 	Generation() uint64
+	// Changed tells what moved between generations since and until: the
+	// names (canonical) whose answers may differ, and whether every answer
+	// carrying the zone's SOA may. The cache drops only those. False when
+	// that is not known: the cache then starts over.
+	Changed(since, until uint64) (names []string, soa, ok bool)
 	Shuffle(n int, swap func(i, j int))
 }
 

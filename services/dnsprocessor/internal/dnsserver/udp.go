@@ -99,7 +99,7 @@ func (l *udpLoop) serve() error {
 			continue // a datagram's error (e.g. ICMP reported late) is not the socket's
 		}
 		// Read before any reply of the batch is made: see Generation.
-		l.cache.sync(l.replier.Generation())
+		l.cache.sync(l.replier.Generation(), l.replier.Changed)
 		m := 0
 		for i := range n {
 			if l.answer(&l.in[i], &l.out[m], l.bufs[m]) {

@@ -3,12 +3,12 @@ package hoststate
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/hivemind/hivemind/pkg/hlc"
+	"github.com/hivemind/hivemind/services/dnsprocessor/internal/cowmap"
 )
 
 // Op is what an Update does.
@@ -83,42 +83,47 @@ type Bootstrap struct {
 	Reset bool
 }
 
-// entry is what the state holds per host.
+// entry is what the state holds per host. Entries are values inside
+// snapshots, so they are never changed in place: a change stores a new one.
 type entry struct {
 	rec      *Host // nil once removed; the seq stays, as a tombstone
 	seq      uint64
 	failed   bool
 	failedAt hlc.Timestamp
+	shown    *Host // what readers see: rec with Failed set, nil when none
 }
 
-// visible is the record readers see, nil when there is none to serve.
-func (e *entry) visible() *Host {
-	if e.rec == nil {
-		return nil
+// show sets e.shown from its other fields.
+func (e *entry) show() {
+	switch {
+	case e.rec == nil:
+		e.shown = nil
+	case e.rec.Failed == e.failed:
+		e.shown = e.rec
+	default:
+		c := *e.rec // fields are shared; records are never changed in place
+		c.Failed = e.failed
+		e.shown = &c
 	}
-	if e.rec.Failed == e.failed {
-		return e.rec
-	}
-	c := *e.rec // fields are shared; records are never changed in place
-	c.Failed = e.failed
-	return &c
 }
+
+// maxLog bounds the change log kept for Snapshot.Changed: a processor
+// further behind than this rebuilds from the whole snapshot.
+const maxLog = 1 << 14
 
 // State is the set of hosts a dns processor serves. It is safe for
 // concurrent use: writers are serialised, readers load snapshots.
 type State struct {
 	mu       sync.Mutex
-	entries  map[string]*entry
 	revision uint64        // highest control-plane revision applied or dropped
-	version  uint64        // count of published snapshots
 	notify   chan struct{} // closed when a newer snapshot is published
 	cur      atomic.Pointer[Snapshot]
 }
 
 // New returns an empty state at revision 0.
 func New() *State {
-	s := &State{entries: map[string]*entry{}, notify: make(chan struct{})}
-	s.cur.Store(&Snapshot{byName: map[string]*Host{}, seqs: map[string]uint64{}, failed: map[string]hlc.Timestamp{}})
+	s := &State{notify: make(chan struct{})}
+	s.cur.Store(&Snapshot{src: s})
 	return s
 }
 
@@ -169,10 +174,14 @@ func (s *State) Apply(u Update) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.revision = max(s.revision, u.Revision)
-	if !s.entryFor(name).apply(name, u) {
+	cur := s.cur.Load()
+	e, _ := cur.hosts.Get(name)
+	if !e.apply(name, u) {
 		return false, nil
 	}
-	s.publish()
+	ed := cur.hosts.Edit()
+	ed.Set(name, e)
+	s.publish(cur, ed, []string{name})
 	return true, nil
 }
 
@@ -191,6 +200,7 @@ func (e *entry) apply(name string, u Update) bool {
 		if e.failed && u.Time > e.failedAt {
 			e.failed = false
 		}
+		e.show()
 		return true
 	case Delete:
 		if u.Seq != 0 && u.Seq <= e.seq {
@@ -200,6 +210,7 @@ func (e *entry) apply(name string, u Update) bool {
 			return false // nothing left to remove
 		}
 		e.rec, e.seq = nil, max(e.seq, u.Seq)
+		e.show()
 		return true
 	case Failed:
 		if e.failed && e.failedAt >= u.Time {
@@ -209,12 +220,14 @@ func (e *entry) apply(name string, u Update) bool {
 			return false // the host spoke after the decision
 		}
 		e.failed, e.failedAt = true, u.Time
+		e.show()
 		return true
 	case Alive:
 		if !e.failed {
 			return false
 		}
 		e.failed = false
+		e.show()
 		return true
 	}
 	return false
@@ -227,82 +240,109 @@ func (e *entry) apply(name string, u Update) bool {
 func (s *State) Restore(b Bootstrap) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	cur := s.cur.Load()
+	base := cur.hosts
 	if b.Reset {
-		s.entries = map[string]*entry{}
+		base = cowmap.Map[entry]{}
+	}
+	ed := base.Edit()
+	changed := map[string]bool{}
+	set := func(name string, u Update) {
+		e, _ := ed.Get(name)
+		if e.apply(name, u) {
+			ed.Set(name, e)
+			changed[name] = true
+		}
 	}
 	for i := range b.Hosts {
 		h := &b.Hosts[i]
-		name := strings.ToLower(h.Name)
-		if name == "" {
-			continue
+		if name := strings.ToLower(h.Name); name != "" {
+			set(name, Update{Op: Put, Record: h, Seq: h.Seq, Time: h.Time})
 		}
-		e := s.entryFor(name)
-		e.apply(name, Update{Op: Put, Record: h, Seq: h.Seq, Time: h.Time})
 	}
 	for name, seq := range b.Removed {
-		name = strings.ToLower(name)
-		if seq == 0 {
-			continue
+		if name = strings.ToLower(name); seq != 0 {
+			set(name, Update{Op: Delete, Seq: seq})
 		}
-		s.entryFor(name).apply(name, Update{Op: Delete, Seq: seq})
 	}
 	failed := make(map[string]hlc.Timestamp, len(b.Failed))
 	for name, at := range b.Failed {
 		name = strings.ToLower(name)
 		failed[name] = at
-		s.entryFor(name)
-	}
-	for name, e := range s.entries {
-		if at, ok := failed[name]; ok {
-			e.apply(name, Update{Op: Failed, Time: at})
-		} else {
-			e.failed, e.failedAt = false, 0
+		if _, ok := ed.Get(name); !ok {
+			ed.Set(name, entry{})
 		}
+	}
+	// The view's failed set replaces the held one: every entry is visited.
+	var alive []string
+	for name, e := range ed.All() {
+		if _, ok := failed[name]; !ok && e.failed {
+			alive = append(alive, name)
+		}
+	}
+	for _, name := range alive {
+		e, _ := ed.Get(name)
+		e.failed, e.failedAt = false, 0
+		e.show()
+		ed.Set(name, e)
+		changed[name] = true
+	}
+	for name, at := range failed {
+		set(name, Update{Op: Failed, Time: at})
 	}
 	s.revision = b.Revision
-	s.publish()
-}
-
-// entryFor returns the entry held for name, creating it. Entries are
-// private to the state (snapshots hold copies of the records), so they may
-// change in place under s.mu.
-func (s *State) entryFor(name string) *entry {
-	e := s.entries[name]
-	if e == nil {
-		e = &entry{}
-		s.entries[name] = e
+	if b.Reset {
+		s.publish(cur, ed, nil) // a new epoch: everything may differ
+		return
 	}
-	return e
+	// A view that repeats what is held (a watch resumed by bootstrapping
+	// again) changes few hosts or none: processors update only those.
+	names := make([]string, 0, len(changed))
+	for name := range changed {
+		names = append(names, name)
+	}
+	s.publish(cur, ed, names)
 }
 
-// publish builds the next snapshot from the entries and wakes watchers.
-// Rebuilding is O(hosts); at the rates hosts change that is cheaper than
-// keeping an incremental structure right.
-func (s *State) publish() {
-	snap := &Snapshot{
+// publish makes the edited hosts the next snapshot and wakes watchers.
+// changed names the hosts that changed, nil when any may have.
+func (s *State) publish(cur *Snapshot, ed *cowmap.Edit[entry], changed []string) {
+	next := &Snapshot{
 		Revision: s.revision,
-		byName:   make(map[string]*Host, len(s.entries)),
-		seqs:     make(map[string]uint64, len(s.entries)),
-		failed:   map[string]hlc.Timestamp{},
+		Version:  cur.Version + 1,
+		src:      s,
+		hosts:    ed.Map(),
+		logBase:  cur.logBase,
+		log:      append(cur.log, changed),
 	}
-	for name, e := range s.entries {
-		snap.seqs[name] = e.seq
-		if e.failed {
-			snap.failed[name] = e.failedAt
+	if changed == nil {
+		for _, e := range next.hosts.All() {
+			if e.shown != nil {
+				next.shown++
+			}
 		}
-		if h := e.visible(); h != nil {
-			snap.byName[name] = h
-			snap.hosts = append(snap.hosts, h)
+	} else {
+		next.shown = cur.shown
+		for _, name := range changed {
+			was, _ := cur.hosts.Get(name)
+			now, _ := next.hosts.Get(name)
+			if was.shown != nil {
+				next.shown--
+			}
+			if now.shown != nil {
+				next.shown++
+			}
 		}
 	}
-	slices.SortFunc(snap.hosts, func(a, b *Host) int { return strings.Compare(a.Name, b.Name) })
-	s.swap(snap)
-}
-
-func (s *State) swap(snap *Snapshot) {
-	s.version++
-	snap.Version = s.version
-	s.cur.Store(snap)
+	if len(next.log) > maxLog {
+		// Start a new log with the newer half: the old array stays with
+		// the snapshots that share it.
+		keep := maxLog / 2
+		drop := len(next.log) - keep
+		next.log = append([][]string(nil), next.log[drop:]...)
+		next.logBase += uint64(drop)
+	}
+	s.cur.Store(next)
 	close(s.notify)
 	s.notify = make(chan struct{})
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/hivemind/hivemind/pkg/hlc"
@@ -277,5 +278,69 @@ func TestAdvanceMovesTheResumePointOnly(t *testing.T) {
 	case <-ch:
 		t.Error("Advance published a snapshot")
 	default:
+	}
+}
+
+func TestChanged(t *testing.T) {
+	s := New()
+	s.Apply(put("a", 1, "10.0.0.1"))
+	first := s.Snapshot()
+	if got, ok := first.Changed(first); !ok || len(got) != 0 {
+		t.Errorf("Changed(itself) = %v, %v; want none, true", got, ok)
+	}
+	s.Apply(put("b", 1, "10.0.0.2"))
+	s.Apply(put("a", 2, "10.0.0.3"))
+	s.Apply(put("a", 1, "10.0.0.4")) // stale: not a change
+	s.Apply(Update{Op: Failed, Host: "b", Time: 99})
+	second := s.Snapshot()
+	got, ok := second.Changed(first)
+	slices.Sort(got)
+	if !ok || !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("Changed = %v, %v; want [a b], true", got, ok)
+	}
+	if _, ok := first.Changed(second); ok {
+		t.Error("Changed from a newer snapshot is known")
+	}
+	if _, ok := second.Changed(nil); ok {
+		t.Error("Changed from nil is known")
+	}
+	if _, ok := second.Changed(New().Snapshot()); ok {
+		t.Error("Changed from another state's snapshot is known")
+	}
+	// A view that repeats what is held changes nothing; one with a newer
+	// record changes that host; one of a new epoch, anything.
+	s.Restore(second.Bootstrap())
+	if got, ok := s.Snapshot().Changed(second); !ok || len(got) != 0 {
+		t.Errorf("Changed across a Restore of the same view = %v, %v; want none, true", got, ok)
+	}
+	b := second.Bootstrap()
+	b.Hosts[0].Seq, b.Hosts[0].Addrs = 9, rec("10.0.0.99").Addrs // host a
+	b.Failed = nil                                               // b recovers
+	s.Restore(b)
+	got, ok = s.Snapshot().Changed(second)
+	slices.Sort(got)
+	if !ok || !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("Changed across a Restore = %v, %v; want [a b], true", got, ok)
+	}
+	beforeReset := s.Snapshot()
+	b.Reset = true
+	s.Restore(b)
+	if _, ok := s.Snapshot().Changed(beforeReset); ok {
+		t.Error("Changed across a Restore of a new epoch is known")
+	}
+	afterRestore := s.Snapshot()
+	for seq := uint64(10); seq < 10+maxLog; seq++ {
+		s.Apply(put("a", seq, "10.0.0.1"))
+	}
+	if _, ok := s.Snapshot().Changed(afterRestore); ok {
+		t.Errorf("Changed over %d versions is known, the log keeps %d", maxLog, maxLog)
+	}
+	recent := s.Snapshot()
+	s.Apply(put("c", 1, "10.0.0.9"))
+	if got, ok := s.Snapshot().Changed(recent); !ok || !slices.Equal(got, []string{"c"}) {
+		t.Errorf("Changed after the log was cut = %v, %v; want [c], true", got, ok)
+	}
+	if s.Snapshot().Len() != 3 {
+		t.Errorf("Len %d, want 3", s.Snapshot().Len())
 	}
 }

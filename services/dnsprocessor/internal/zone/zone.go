@@ -1,38 +1,50 @@
-// Package zone turns a snapshot of hosts into an authoritative DNS zone and
-// answers questions from it. A Zone is immutable: the dns processor builds a
-// new one for every snapshot and swaps it in, and any number of queries read
-// it at once.
+// Package zone turns the host state into an authoritative DNS zone and
+// answers questions from it. A Zone is immutable: any number of queries
+// read one at once. An Index makes them: it builds the first zone from a
+// whole snapshot, then each next one from the hosts that changed, sharing
+// the rest with the zone before (see index.go).
 package zone
 
 import (
-	"cmp"
-	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
 
+	"github.com/hivemind/hivemind/services/dnsprocessor/internal/cowmap"
 	"github.com/hivemind/hivemind/services/dnsprocessor/internal/hoststate"
 )
 
-// Zone is an immutable zone built from one snapshot.
+// Zone is an immutable zone: the answers for one snapshot of the hosts.
 type Zone struct {
 	origin   string
 	revision uint64
-	names    map[string]rrsets     // every name that exists, empty non-terminals included
-	extra    map[nameType][]dns.RR // the additional section of each SRV and NS set
-	soa      *dns.SOA              // answered for SOA questions
-	negSOA   *dns.SOA              // the authority of negative answers
-	negNs    []dns.RR              // negSOA alone, shared by every negative Result
-	suffix   string                // "." + origin, what every name below it ends with
+	snap     *hoststate.Snapshot
+	names    cowmap.Map[*node] // every name that exists, empty non-terminals included
+	negNs    []dns.RR          // the SOA of negative answers, shared by every one
+	suffix   string            // "." + origin, what every name below it ends with
 }
 
-// rrsets holds a name's records by type; empty for an empty non-terminal.
-type rrsets map[uint16][]dns.RR
+// node is one name of a zone: its records by type and the additional
+// section of its SRV and NS sets, each ordered by type; no records for an
+// empty non-terminal. Nodes are shared between zones and never changed.
+type node struct {
+	sets  []rrset
+	extra []rrset
+}
 
-type nameType struct {
-	name  string
-	qtype uint16
+type rrset struct {
+	t   uint16
+	rrs []dns.RR
+}
+
+func find(sets []rrset, t uint16) []dns.RR {
+	for _, s := range sets {
+		if s.t == t {
+			return s.rrs
+		}
+	}
+	return nil
 }
 
 // Result is the answer to one question. Its records are shared by every
@@ -47,22 +59,14 @@ type Result struct {
 	Extra         []dns.RR
 }
 
-// Build builds the zone of snap under cfg. Failed hosts, critical
-// instances, and names that cannot be DNS labels are left out.
+// Build builds the zone of snap under cfg from scratch. Failed hosts,
+// critical instances, and names that cannot be DNS labels are left out.
 func Build(cfg Config, snap *hoststate.Snapshot) (*Zone, error) {
-	cfg, err := cfg.normalize()
+	x, err := NewIndex(cfg)
 	if err != nil {
 		return nil, err
 	}
-	b := builder{cfg: cfg, z: &Zone{origin: cfg.Origin, revision: snap.Revision, names: map[string]rrsets{}, extra: map[nameType][]dns.RR{}}}
-	b.apex(snap.Revision)
-	for _, h := range snap.Hosts() {
-		if !h.Failed {
-			b.host(h)
-		}
-	}
-	b.finish()
-	return b.z, nil
+	return x.Reset(snap), nil
 }
 
 // Origin is the zone's name, lower case and fully qualified.
@@ -72,24 +76,31 @@ func (z *Zone) Origin() string { return z.origin }
 // from; the SOA serial is its low 32 bits.
 func (z *Zone) Revision() uint64 { return z.revision }
 
+// Snapshot is the host state the zone answers for, so a reader that needs
+// both sees the two agree.
+func (z *Zone) Snapshot() *hoststate.Snapshot { return z.snap }
+
+// Len is the number of names in the zone, empty non-terminals included.
+func (z *Zone) Len() int { return z.names.Len() }
+
 // Lookup answers qname (any case) and qtype from the zone.
 func (z *Zone) Lookup(qname string, qtype uint16) Result {
 	name := dns.CanonicalName(qname)
 	if !z.inside(name) {
 		return Result{Rcode: dns.RcodeRefused}
 	}
-	sets, ok := z.names[name]
+	n, ok := z.names.Get(name)
 	if !ok {
 		return Result{Rcode: dns.RcodeNameError, Authoritative: true, Ns: z.negNs}
 	}
 	var answer, extra []dns.RR
 	if qtype == dns.TypeANY {
-		for _, t := range sortedTypes(sets) {
-			answer = append(answer, sets[t]...)
+		for _, s := range n.sets {
+			answer = append(answer, s.rrs...)
 		}
 		extra = z.additional(answer)
 	} else {
-		answer, extra = sets[qtype], z.extra[nameType{name, qtype}]
+		answer, extra = find(n.sets, qtype), find(n.extra, qtype)
 	}
 	if len(answer) == 0 {
 		return Result{Rcode: dns.RcodeSuccess, Authoritative: true, Ns: z.negNs}
@@ -106,186 +117,54 @@ func (z *Zone) Lookup(qname string, qtype uint16) Result {
 // without the label-by-label comparison of dns.IsSubDomain: it runs for
 // every query.
 func (z *Zone) inside(name string) bool {
-	if z.origin == "." {
+	return inside(z.origin, z.suffix, name)
+}
+
+func inside(origin, suffix, name string) bool {
+	if origin == "." {
 		return true
 	}
-	return name == z.origin || strings.HasSuffix(name, z.suffix)
+	return name == origin || strings.HasSuffix(name, suffix)
 }
 
 // additional returns the addresses of the in-zone targets of SRV and NS
 // records, so a client need not ask again.
 func (z *Zone) additional(answer []dns.RR) []dns.RR {
+	return additional(answer, func(name string) []rrset {
+		if n, ok := z.names.Get(name); ok {
+			return n.sets
+		}
+		return nil
+	})
+}
+
+// additional is the additional section of answer, with sets giving the
+// records of a name.
+func additional(answer []dns.RR, sets func(name string) []rrset) []dns.RR {
 	var extra []dns.RR
-	seen := map[string]bool{}
+	var seen []string // few targets per set: a slice beats a map
 	for _, rr := range answer {
-		var target string
-		switch rr := rr.(type) {
-		case *dns.SRV:
-			target = rr.Target
-		case *dns.NS:
-			target = rr.Ns
-		default:
+		target := targetOf(rr)
+		if target == "" || slices.Contains(seen, target) {
 			continue
 		}
-		if seen[target] {
-			continue
-		}
-		seen[target] = true
-		if sets, ok := z.names[target]; ok {
-			extra = append(extra, sets[dns.TypeA]...)
-			extra = append(extra, sets[dns.TypeAAAA]...)
-		}
+		seen = append(seen, target)
+		s := sets(target)
+		extra = append(extra, find(s, dns.TypeA)...)
+		extra = append(extra, find(s, dns.TypeAAAA)...)
 	}
 	return extra
 }
 
-func sortedTypes(sets rrsets) []uint16 {
-	types := make([]uint16, 0, len(sets))
-	for t := range sets {
-		types = append(types, t)
+// targetOf is the name an SRV or NS record points at, "" for other types.
+func targetOf(rr dns.RR) string {
+	switch rr := rr.(type) {
+	case *dns.SRV:
+		return rr.Target
+	case *dns.NS:
+		return rr.Ns
 	}
-	slices.Sort(types)
-	return types
-}
-
-type builder struct {
-	cfg Config
-	z   *Zone
-}
-
-func (b *builder) add(rr dns.RR) {
-	name := rr.Header().Name
-	sets := b.z.names[name]
-	if sets == nil {
-		sets = rrsets{}
-		b.z.names[name] = sets
-	}
-	t := rr.Header().Rrtype
-	sets[t] = append(sets[t], rr)
-}
-
-func (b *builder) hdr(name string, t uint16, ttl uint32) dns.RR_Header {
-	return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
-}
-
-func (b *builder) apex(revision uint64) {
-	c := b.cfg
-	soa := func(ttl uint32) *dns.SOA {
-		return &dns.SOA{
-			Hdr:     b.hdr(c.Origin, dns.TypeSOA, ttl),
-			Ns:      c.NameServers[0].Name,
-			Mbox:    c.Hostmaster,
-			Serial:  uint32(revision),
-			Refresh: c.Refresh,
-			Retry:   c.Retry,
-			Expire:  c.Expire,
-			Minttl:  c.TTL.Negative,
-		}
-	}
-	b.z.soa = soa(c.TTL.Apex)
-	b.z.negSOA = soa(c.TTL.Negative)
-	b.z.negNs = []dns.RR{b.z.negSOA}
-	b.z.suffix = "." + c.Origin
-	b.add(b.z.soa)
-	for _, ns := range c.NameServers {
-		b.add(&dns.NS{Hdr: b.hdr(c.Origin, dns.TypeNS, c.TTL.Apex), Ns: ns.Name})
-		if dns.IsSubDomain(c.Origin, ns.Name) {
-			b.addrs(ns.Name, ns.Addrs, c.TTL.Apex)
-		}
-	}
-}
-
-func (b *builder) addrs(name string, addrs []netip.Addr, ttl uint32) {
-	for _, a := range addrs {
-		a = a.Unmap()
-		switch {
-		case a.Is4():
-			b.add(&dns.A{Hdr: b.hdr(name, dns.TypeA, ttl), A: a.AsSlice()})
-		case a.Is6():
-			b.add(&dns.AAAA{Hdr: b.hdr(name, dns.TypeAAAA, ttl), AAAA: a.AsSlice()})
-		}
-	}
-}
-
-func (b *builder) host(h *hoststate.Host) {
-	node, ok := Label(h.Name)
-	if !ok {
-		return
-	}
-	c := b.cfg
-	target := node + ".node." + c.Origin
-	b.addrs(target, h.Addrs, c.TTL.Node)
-	keys := make([]string, 0, len(h.Meta))
-	for k := range h.Meta {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		b.add(&dns.TXT{Hdr: b.hdr(target, dns.TypeTXT, c.TTL.Node), Txt: chunks(k + "=" + h.Meta[k])})
-	}
-
-	for _, s := range h.Services {
-		name, ok := Label(s.Name)
-		if !ok || !s.Health.Serving() {
-			continue
-		}
-		svc := name + ".service." + c.Origin
-		weight := s.Weight
-		if weight == 0 {
-			weight = 1
-		}
-		srv := func(owner string) {
-			b.add(&dns.SRV{Hdr: b.hdr(owner, dns.TypeSRV, c.TTL.Service), Priority: 1, Weight: weight, Port: s.Port, Target: target})
-		}
-		owners := []string{svc}
-		for _, tag := range s.Tags {
-			if tag, ok := Label(tag); ok {
-				owners = append(owners, tag+"."+svc)
-			}
-		}
-		for _, owner := range owners {
-			b.addrs(owner, h.Addrs, c.TTL.Service)
-			srv(owner)
-		}
-		srv("_" + name + "._tcp.service." + c.Origin)
-	}
-}
-
-// chunks splits a TXT string into the 255-byte pieces the wire allows.
-func chunks(s string) []string {
-	var out []string
-	for len(s) > 255 {
-		out = append(out, s[:255])
-		s = s[255:]
-	}
-	return append(out, s)
-}
-
-// finish removes duplicate records (an address shared by two instances),
-// orders every set the same way on every build, and adds the empty
-// non-terminals between each name and the apex (RFC 8020: they exist).
-func (b *builder) finish() {
-	for name, sets := range b.z.names {
-		for t, rrs := range sets {
-			slices.SortFunc(rrs, func(x, y dns.RR) int { return cmp.Compare(x.String(), y.String()) })
-			sets[t] = slices.CompactFunc(rrs, func(x, y dns.RR) bool { return dns.IsDuplicate(x, y) })
-		}
-		for n := parent(name); n != "" && dns.IsSubDomain(b.z.origin, n); n = parent(n) {
-			if _, ok := b.z.names[n]; ok {
-				break
-			}
-			b.z.names[n] = rrsets{}
-		}
-	}
-	// Each query for an SRV or NS set gets the same additional section:
-	// found once here instead of on every query.
-	for name, sets := range b.z.names {
-		for _, t := range []uint16{dns.TypeSRV, dns.TypeNS} {
-			if extra := b.z.additional(sets[t]); len(extra) > 0 {
-				b.z.extra[nameType{name, t}] = extra
-			}
-		}
-	}
+	return ""
 }
 
 // parent is name without its first label, "" above the root.
