@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hivemind/hivemind/pkg/auth"
+	"github.com/hivemind/hivemind/pkg/backoff"
 	"github.com/hivemind/hivemind/pkg/fsmevent"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/hlc"
@@ -101,7 +102,7 @@ func (s *syncer) run(ctx context.Context) {
 		if cp == nil {
 			continue // awaitJoin has waited an interval already
 		}
-		if sleep(ctx, s.retry) != nil {
+		if backoff.Sleep(ctx, s.retry) != nil {
 			return
 		}
 	}
@@ -117,7 +118,7 @@ const joinPoll = 50 * time.Millisecond
 func (s *syncer) awaitJoin(ctx context.Context) ControlPlane {
 	deadline := time.Now().Add(s.retry)
 	for time.Now().Before(deadline) {
-		if sleep(ctx, min(joinPoll, s.retry)) != nil {
+		if backoff.Sleep(ctx, min(joinPoll, s.retry)) != nil {
 			return nil
 		}
 		if cp := s.cp(); cp != nil {
@@ -423,15 +424,4 @@ func (pc *peerConns) closeAll() {
 		_ = f()
 	}
 	pc.conns, pc.close = nil, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
