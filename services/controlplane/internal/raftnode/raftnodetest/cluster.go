@@ -186,12 +186,38 @@ func (c *Cluster) Propose(data []byte) (any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
-		res, err := c.Leader().Propose(ctx, data, nil)
+		lead := c.Leader()
+		res, err := lead.Propose(ctx, data, nil)
+		if errors.Is(err, raftnode.ErrNoQuorum) && c.appliedAfterAll(lead.ID(), string(data)) {
+			// The quorum looked lost while the entry was in flight (a
+			// busy machine delays heartbeats), but it committed: a retry
+			// would apply it twice.
+			return nil, nil
+		}
 		retry := errors.Is(err, raftnode.ErrNotLeader) || errors.Is(err, raftnode.ErrProposalDropped) || errors.Is(err, raftnode.ErrNoQuorum)
 		if !retry || ctx.Err() != nil {
 			return res, err
 		}
 	}
+}
+
+// appliedAfterAll reports whether a List member id applies item within a
+// few seconds: a proposal failed with ErrNoQuorum may still have been
+// committed, and then must not be proposed again. Clusters of other state
+// machines cannot tell, and report false.
+func (c *Cluster) appliedAfterAll(id uint64, item string) bool {
+	l := c.List(id)
+	if l == nil {
+		return false
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if l.Has(item) {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
 }
 
 // Stop stops member id gracefully: it hands leadership over while still
