@@ -38,6 +38,7 @@ type flags struct {
 	maxPerCaller   int
 	reconcileEvery time.Duration
 	maxClockSkew   time.Duration
+	memberGrace    time.Duration
 }
 
 func main() {
@@ -62,6 +63,7 @@ func main() {
 			fs.DurationVar(&f.maxClockSkew, "max-clock-skew", replica.DefaultMaxClockSkew, "how far ahead of the leader's clock a writer's hlc (Put, Delete) may be; a write stamped later is refused with INVALID_ARGUMENT")
 			fs.IntVar(&f.maxPerCaller, "max-watches-per-caller", 1000, "concurrent watches one caller (node or operator token) may hold on this node; control-plane members and admin operators count only against --max-watches")
 			fs.DurationVar(&f.reconcileEvery, "reconcile-interval", 5*time.Second, "how often the leader compares the member registry with gossip in full (gossip events also trigger it)")
+			fs.DurationVar(&f.memberGrace, "member-grace", 30*time.Second, "how long a member that joined may stay unseen by gossip before the leader records it failed")
 		},
 		Start: func(ctx context.Context, env *daemon.Env) (func(context.Context) error, error) {
 			return start(ctx, env, f)
@@ -90,6 +92,9 @@ func parseCluster(s string) ([]*hivemindv1.Member, error) {
 func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context) error, error) {
 	if f.maxClockSkew <= 0 {
 		return nil, fmt.Errorf("--max-clock-skew: %s; must be positive", f.maxClockSkew)
+	}
+	if f.memberGrace <= 0 {
+		return nil, fmt.Errorf("--member-grace: %s; must be positive", f.memberGrace)
 	}
 	if f.maxRevisions < 1 {
 		return nil, fmt.Errorf("--max-revisions: %d is less than 1", f.maxRevisions)
@@ -147,6 +152,7 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 		IsLeader: r.Node().IsLeader,
 		Gossip:   members.ObserverFunc(func() map[string]members.Observation { return members.Observe(node.Agent()) }),
 		Interval: f.reconcileEvery,
+		Grace:    f.memberGrace,
 		Logger:   env.Logger,
 	})
 	local := &members.Local{Store: r, Hub: r.Hub(), Key: env.NodeKey}
