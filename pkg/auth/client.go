@@ -237,3 +237,6 @@ func (c *CallSession) Context(ctx context.Context) (context.Context, string, err
 // Refused drops tok, which a server refused as UNAUTHENTICATED (a joining
 // node's token after its join), so the next Context handshakes again.
 func (c *CallSession) Refused(tok string) { c.s.drop(tok) }
+
+// Conn is the connection the session handshakes over.
+func (c *CallSession) Conn() *grpc.ClientConn { return c.cc }
