@@ -83,8 +83,9 @@ func (f *fleet) waitServed(addr string, hosts []*simHost, limit time.Duration) (
 
 // probe measures one change's propagation: it asks both dns processors
 // until each answers the change (first every 2 ms, then every tenth of
-// the time elapsed, at most every 100 ms) and returns when the slower one
-// did, or false after limit.
+// the time elapsed, at most every second, so that slow propagation does
+// not turn the probes into the load) and returns when the slower one did,
+// or false after limit.
 func (f *fleet) probe(h *simHost, change uint32, sent time.Time, limit time.Duration) (time.Duration, bool) {
 	done := make([]bool, len(f.dnsUDP))
 	var last time.Time
@@ -106,7 +107,7 @@ func (f *fleet) probe(h *simHost, change uint32, sent time.Time, limit time.Dura
 		if el > limit {
 			return el, false
 		}
-		time.Sleep(min(max(2*time.Millisecond, el/10), 100*time.Millisecond))
+		time.Sleep(min(max(2*time.Millisecond, el/10), time.Second))
 	}
 }
 
@@ -152,34 +153,34 @@ func (f *fleet) churn(ctx context.Context, d time.Duration, measure bool) (lat [
 				}
 			}()
 		case <-tick.C:
-			// Paced by the clock, not by ticks, which a loaded machine drops.
-			if want := int(time.Since(begin) * time.Duration(f.cfg.ChurnRate) / time.Second); changes >= want {
-				continue
-			}
-			h := f.pick(1)[0]
-			_, failed := h.current()
-			change := f.change.Add(1)
-			sent := time.Now()
-			if _, err := h.set(change, failed); err != nil {
-				errCount.Add(1)
-				continue
-			}
-			changes++
-			if !measure {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l, ok := f.probe(h, change, sent, 30*time.Second)
-				mu.Lock()
-				defer mu.Unlock()
-				if ok {
-					lat = append(lat, l)
-				} else {
-					missing++
+			// Paced by the clock, not by ticks, which a loaded machine
+			// drops: every change due by now is made.
+			for changes < int(time.Since(begin)*time.Duration(f.cfg.ChurnRate)/time.Second) {
+				h := f.pick(1)[0]
+				_, failed := h.current()
+				change := f.change.Add(1)
+				sent := time.Now()
+				if _, err := h.set(change, failed); err != nil {
+					errCount.Add(1)
+					break
 				}
-			}()
+				changes++
+				if !measure {
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					l, ok := f.probe(h, change, sent, 30*time.Second)
+					mu.Lock()
+					defer mu.Unlock()
+					if ok {
+						lat = append(lat, l)
+					} else {
+						missing++
+					}
+				}()
+			}
 		}
 	}
 	wg.Wait()
