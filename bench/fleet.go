@@ -431,7 +431,7 @@ func (f *fleet) snapshotRow() {
 			sizes = append(sizes, fmt.Sprintf("cp%d: none", i+1))
 			continue
 		}
-		sizes = append(sizes, fmt.Sprintf("cp%d: %.2f MiB", i+1, mib(st.Size())))
+		sizes = append(sizes, fmt.Sprintf("cp%d: %d bytes", i+1, st.Size()))
 		largest = max(largest, st.Size())
 	}
 	f.add(result{Name: "fleet.snapshot", Clients: 1, Bytes: largest,
