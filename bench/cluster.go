@@ -132,7 +132,7 @@ func startHivemindWith(dir, binDir string, extra func(i int) []string) (*procs, 
 	if err := os.WriteFile(secretFile, []byte(auth.GenerateAPIToken()), 0o600); err != nil {
 		return nil, nil, err
 	}
-	if err := os.WriteFile(tokensFile, []byte("bench="+apiToken+":read,write,admin\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokensFile, []byte("bench="+apiToken+":read,write,admin,filter\n"), 0o600); err != nil {
 		return nil, nil, err
 	}
 	var cluster, eps []string

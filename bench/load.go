@@ -46,6 +46,15 @@ type result struct {
 	Rounds        int       `json:"rounds,omitempty"`
 	OpsPerSecRuns []float64 `json:"ops_per_sec_runs,omitempty"`
 
+	// Fleet rows: the fleet's size, a process's resident memory and CPU
+	// time, memory per host beyond the process before the fleet joined,
+	// and a size on disk.
+	Hosts        int     `json:"hosts,omitempty"`
+	RSSBytes     int64   `json:"rss_bytes,omitempty"`
+	BytesPerHost float64 `json:"bytes_per_host,omitempty"`
+	CPUSeconds   float64 `json:"cpu_seconds,omitempty"`
+	Bytes        int64   `json:"bytes,omitempty"`
+
 	// ServerCPUusPerOp and ClientCPUusPerOp are the CPU time (user and
 	// system) the servers and the load generator spent per successful
 	// operation over the step, in microseconds. On a machine the two share,

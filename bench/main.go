@@ -40,7 +40,7 @@ func main() {
 	etcdBin := flag.String("etcd", "etcd", "etcd binary; skipped when not found")
 	endpoints := flag.String("endpoints", "", "drive this running control plane (comma-separated gRPC addresses) instead of starting one")
 	flag.StringVar(&apiToken, "token", os.Getenv("HIVEMIND_TOKEN"), "operator API token (read, write) for -endpoints; default $HIVEMIND_TOKEN")
-	suite := flag.String("suite", "controlplane", "what to measure: controlplane, membership (failure detection: kill → member.failed in the registry), dns (propagation to 2 dns processors, then dns.qps), dnsqps (dns.qps alone: dnsperf against a dns processor and NSD), snapshot (controlplane.snapshot: save and restore of a loaded cluster) or notifier (event commit → webhook, 1 and 3 replicas)")
+	suite := flag.String("suite", "controlplane", "what to measure: controlplane, membership (failure detection: kill → member.failed in the registry), dns (propagation to 2 dns processors, then dns.qps), dnsqps (dns.qps alone: dnsperf against a dns processor and NSD), snapshot (controlplane.snapshot: save and restore of a loaded cluster), notifier (event commit → webhook, 1 and 3 replicas) or fleet (3 control-plane members, 2 dns processors, 2 notifiers and -fleet-hosts simulated hosts: join storm, churn, restarts, outage, failure burst)")
 	snapHosts := flag.Int("snapshot-hosts", 10000, "snapshot suite: host records in the state saved")
 	snapEvents := flag.Int("snapshot-events", 100000, "snapshot suite: events appended to the state saved")
 	dnsChanges := flag.Int("dns-changes", 1000, "dns suite: host record changes measured")
@@ -53,6 +53,9 @@ func main() {
 	rounds := flag.Int("rounds", 3, "controlplane suite: rounds of both systems, each on fresh clusters; the table gives the median")
 	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
 	flag.BoolVar(&unaryAppends, "unary-appends", false, "controlplane suite: make each hivemind append a call of its own (AppendEvent) instead of a message on the client's AppendEvents stream")
+	fleetHosts := flag.Int("fleet-hosts", 10000, "fleet suite: simulated hosts")
+	fleetChurn := flag.Duration("fleet-churn", 2*time.Minute, "fleet suite: how long the steady churn (100 record changes/s, 10 failures/min) runs")
+	fleetProfile := flag.String("fleet-profile", "", "fleet suite: write a 30 s CPU profile of the first dns processor during churn to this file")
 	flag.Parse()
 	if *rounds < 1 {
 		fatalf("-rounds %d: must be at least 1", *rounds)
@@ -113,6 +116,26 @@ func main() {
 		printTable(results)
 		if err := appendJSONL(*out, results); err != nil {
 			fatalf("write %s: %v", *out, err)
+		}
+		return
+	}
+	if *suite == "fleet" {
+		if *fleetHosts < 100 {
+			fatalf("-fleet-hosts %d: must be at least 100 (one host per subscription group)", *fleetHosts)
+		}
+		if *fleetChurn < 10*time.Second {
+			fatalf("-fleet-churn %s: must be at least 10s", *fleetChurn)
+		}
+		results, err := benchFleet(context.Background(), filepath.Join(dir, "fleet"), mustAbs(*binDir), fleetConfig{
+			Hosts: *fleetHosts, Churn: *fleetChurn, ChurnRate: 100, FailPerMin: 10,
+			Burst: min(1000, *fleetHosts), NotifyBurst: 100, Workers: 32, Profile: *fleetProfile,
+		})
+		printTable(results)
+		if werr := appendJSONL(*out, results); werr != nil {
+			fatalf("write %s: %v", *out, werr)
+		}
+		if err != nil {
+			fatalf("fleet: %v", err)
 		}
 		return
 	}

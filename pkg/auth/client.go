@@ -209,3 +209,34 @@ func (t BearerToken) DialOptions() []grpc.DialOption {
 		}),
 	}
 }
+
+// CallSession is one node's session for calls over a connection it shares
+// with other nodes' sessions (the fleet benchmark simulates thousands of
+// hosts over a few connections). The handshake and the token are the same
+// as NodeAuth's; the caller puts the token on each call with Context.
+type CallSession struct {
+	s  *session
+	cc *grpc.ClientConn
+}
+
+// Session returns a session of this node that handshakes over cc.
+func (n *NodeAuth) Session(cc *grpc.ClientConn) *CallSession {
+	return &CallSession{s: &session{auth: n, lock: make(chan struct{}, 1)}, cc: cc}
+}
+
+// Context returns ctx carrying a current token of the node, handshaking
+// first when there is none or it is due for refresh, and the token.
+func (c *CallSession) Context(ctx context.Context) (context.Context, string, error) {
+	tok, err := c.s.get(ctx, c.cc, "")
+	if err != nil {
+		return nil, "", err
+	}
+	return withBearer(ctx, tok), tok, nil
+}
+
+// Refused drops tok, which a server refused as UNAUTHENTICATED (a joining
+// node's token after its join), so the next Context handshakes again.
+func (c *CallSession) Refused(tok string) { c.s.drop(tok) }
+
+// Conn is the connection the session handshakes over.
+func (c *CallSession) Conn() *grpc.ClientConn { return c.cc }

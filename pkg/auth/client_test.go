@@ -225,3 +225,50 @@ func TestTheSecretNeverCrossesTheWire(t *testing.T) {
 		}
 	}
 }
+
+func TestCallSessionsShareAConnectionEachWithItsOwnToken(t *testing.T) {
+	ts := startServer(t, testSecretA, nil, nil)
+	conn, err := grpcclient.Dial(ts.addr, grpcclient.Config{MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	api := hivemindv1.NewNodeClient(conn)
+	member := NewNodeAuth("host-1", mustSecret(t, testSecretA), testKey).Session(conn)
+	joining := NewNodeAuth("host-2", mustSecret(t, testSecretA), NewNodeKey()).Session(conn)
+
+	cctx, tok, err := member.Context(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.Info(cctx, &hivemindv1.InfoRequest{}); err != nil {
+		t.Fatalf("host-1 with its own token: %v", err)
+	}
+	if _, again, _ := member.Context(ctx); again != tok || ts.auth.n.Load() != 1 {
+		t.Fatalf("token reused: %v, handshakes %d; want the same token and 1", again == tok, ts.auth.n.Load())
+	}
+	// host-2 is not bound: over the same connection its token admits it to
+	// Join only.
+	jctx, jtok, err := joining.Context(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jtok == tok {
+		t.Fatal("two nodes got the same token")
+	}
+	if n := ts.auth.n.Load(); n != 2 {
+		t.Fatalf("%d handshakes, want 2 (one per node)", n)
+	}
+	if _, err := api.Info(jctx, &hivemindv1.InfoRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("host-2 before joining: %v, want UNAUTHENTICATED", err)
+	}
+	// A refused token is dropped: the next Context handshakes again (the
+	// token it gets may be equal: tokens issued to one identity within the
+	// same second are).
+	member.Refused(tok)
+	if _, _, err := member.Context(ctx); err != nil || ts.auth.n.Load() != 3 {
+		t.Fatalf("after Refused: err %v, handshakes %d; want 3", err, ts.auth.n.Load())
+	}
+}

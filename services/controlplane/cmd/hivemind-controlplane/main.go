@@ -43,6 +43,7 @@ type flags struct {
 	backupDir      string
 	backupEvery    time.Duration
 	backupRetain   int
+	memberGrace    time.Duration
 }
 
 func main() {
@@ -73,6 +74,7 @@ func main() {
 			fs.DurationVar(&f.backupEvery, "snapshot-interval", time.Hour, "time between scheduled snapshot files (with --snapshot-dir)")
 			fs.IntVar(&f.backupRetain, "snapshot-retain", 24, "scheduled snapshot files kept; older ones are removed")
 			fs.DurationVar(&f.reconcileEvery, "reconcile-interval", 5*time.Second, "how often the leader compares the member registry with gossip in full (gossip events also trigger it)")
+			fs.DurationVar(&f.memberGrace, "member-grace", 30*time.Second, "how long a member that joined may stay unseen by gossip before the leader records it failed")
 		},
 		Start: func(ctx context.Context, env *daemon.Env) (func(context.Context) error, error) {
 			return start(ctx, env, f)
@@ -101,6 +103,9 @@ func parseCluster(s string) ([]*hivemindv1.Member, error) {
 func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context) error, error) {
 	if f.maxClockSkew <= 0 {
 		return nil, fmt.Errorf("--max-clock-skew: %s; must be positive", f.maxClockSkew)
+	}
+	if f.memberGrace <= 0 {
+		return nil, fmt.Errorf("--member-grace: %s; must be positive", f.memberGrace)
 	}
 	if f.maxRevisions < 1 {
 		return nil, fmt.Errorf("--max-revisions: %d is less than 1", f.maxRevisions)
@@ -158,6 +163,7 @@ func start(ctx context.Context, env *daemon.Env, f flags) (func(context.Context)
 		IsLeader: r.Node().IsLeader,
 		Gossip:   members.ObserverFunc(func() map[string]members.Observation { return members.Observe(node.Agent()) }),
 		Interval: f.reconcileEvery,
+		Grace:    f.memberGrace,
 		Logger:   env.Logger,
 	})
 	local := &members.Local{Store: r, Hub: r.Hub(), Key: env.NodeKey}

@@ -9,11 +9,11 @@ import (
 	"flag"
 
 	"github.com/hivemind/hivemind/pkg/daemon"
+	"github.com/hivemind/hivemind/pkg/hostpublish"
 	"github.com/hivemind/hivemind/services/host/internal/agent"
 	"github.com/hivemind/hivemind/services/host/internal/announce"
 	"github.com/hivemind/hivemind/services/host/internal/hostapi"
 	"github.com/hivemind/hivemind/services/host/internal/hostconfig"
-	"github.com/hivemind/hivemind/services/host/internal/publish"
 )
 
 func main() {
@@ -39,7 +39,7 @@ func main() {
 			a, err := agent.New(agent.Options{
 				Node: env.Common.NodeName, Loader: flags.Loader(), DataDir: env.Common.DataDir, Logger: env.Logger,
 				CheckOutputInterval: flags.CheckOutputInterval,
-				Publish:             publish.Options{Store: agent.PublishStore(cp), Targets: agent.DNSTargets(node), Open: push.Open},
+				Publish:             hostpublish.Options{Store: agent.PublishStore(cp), Targets: agent.DNSTargets(node), Open: push.Open},
 				// The config's exec probes become Node/Probe's exec probes.
 				Probes: env.Ping.SetExec,
 			})

@@ -21,10 +21,10 @@ import (
 
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/hlc"
+	"github.com/hivemind/hivemind/pkg/hostpublish"
 	"github.com/hivemind/hivemind/services/host/internal/check"
 	"github.com/hivemind/hivemind/services/host/internal/harvest"
 	"github.com/hivemind/hivemind/services/host/internal/hostconfig"
-	"github.com/hivemind/hivemind/services/host/internal/publish"
 	"github.com/hivemind/hivemind/services/host/internal/record"
 	"github.com/hivemind/hivemind/services/host/internal/seq"
 )
@@ -40,7 +40,7 @@ type Options struct {
 	// DataDir holds the sequence file.
 	DataDir string
 	// Publish configures the publisher; Node, Seq and Clock are set here.
-	Publish publish.Options
+	Publish hostpublish.Options
 	// Addrs lists the interfaces' addresses (nil: the machine's).
 	Addrs harvest.AddrSource
 	// Probes, when set, is given the configuration's exec probes at start
@@ -60,7 +60,7 @@ type Agent struct {
 	o      Options
 	log    *slog.Logger
 	seq    *seq.Sequence
-	pub    *publish.Publisher
+	pub    *hostpublish.Publisher
 	runner *check.Runner
 	config *harvest.ConfigWatcher
 
@@ -110,7 +110,7 @@ func New(o Options) (*Agent, error) {
 	if po.Logger == nil {
 		po.Logger = o.Logger
 	}
-	a.pub = publish.New(po)
+	a.pub = hostpublish.New(po)
 	a.runner = check.NewRunner(check.Options{
 		OutputInterval: o.CheckOutputInterval,
 		Observer:       func(check.ServiceHealth) { a.rebuild() },
@@ -185,7 +185,7 @@ func (a *Agent) rebuild() {
 		addrs = a.detected
 	}
 	r := a.builder.Build(a.cfg, addrs, a.runner.All())
-	if record.SameContent(r, a.pub.Latest()) {
+	if hostpublish.SameContent(r, a.pub.Latest()) {
 		return
 	}
 	stamped, err := a.pub.Publish(r)

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/hostpublish"
 	"github.com/hivemind/hivemind/services/host/internal/hostconfig"
-	"github.com/hivemind/hivemind/services/host/internal/publish"
 )
 
 type memStore struct {
@@ -62,7 +62,7 @@ func TestHarvestedChangesBecomeRecords(t *testing.T) {
 	st := &memStore{kvs: map[string][]byte{}}
 	a, err := New(Options{
 		Node: "h1", Loader: hostconfig.Loader{Path: path}, DataDir: dir,
-		Publish: publish.Options{Store: func() publish.Store { return st }},
+		Publish: hostpublish.Options{Store: func() hostpublish.Store { return st }},
 		Addrs: func() ([]netip.Addr, error) {
 			addrMu.Lock()
 			defer addrMu.Unlock()

@@ -17,7 +17,7 @@ import (
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/gossip"
 	"github.com/hivemind/hivemind/pkg/grpcclient"
-	"github.com/hivemind/hivemind/services/host/internal/publish"
+	"github.com/hivemind/hivemind/pkg/hostpublish"
 )
 
 // RoleDNS is the role of the dns processors the fast path streams to.
@@ -32,8 +32,8 @@ func ControlPlane(n *cluster.Node) func() *cpclient.Client {
 
 // PublishStore adapts ControlPlane to the publisher (a nil client is no
 // store, not a non-nil interface holding nil).
-func PublishStore(cp func() *cpclient.Client) func() publish.Store {
-	return func() publish.Store {
+func PublishStore(cp func() *cpclient.Client) func() hostpublish.Store {
+	return func() hostpublish.Store {
 		if c := cp(); c != nil {
 			return c
 		}
@@ -66,8 +66,8 @@ type PushDialer struct {
 	conns map[string]*grpc.ClientConn
 }
 
-// Open implements publish.OpenSink.
-func (d *PushDialer) Open(ctx context.Context, addr string) (publish.Sink, error) {
+// Open implements hostpublish.OpenSink.
+func (d *PushDialer) Open(ctx context.Context, addr string) (hostpublish.Sink, error) {
 	d.mu.Lock()
 	conn := d.conns[addr]
 	if conn == nil {

@@ -54,6 +54,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hivemind/hivemind/pkg/hostpublish"
 	"github.com/hivemind/hivemind/services/host/internal/check"
 )
 
@@ -258,10 +259,10 @@ func (c *Config) Addrs() []netip.Addr {
 }
 
 // AppPrefix is where published configuration entries live in the tree.
-const AppPrefix = "/app/"
+const AppPrefix = hostpublish.AppPrefix
 
 // AppPath is the tree path of a published key.
-func AppPath(key string) string { return AppPrefix + key }
+func AppPath(key string) string { return hostpublish.AppPath(key) }
 
 // CheckServices is what the check runner runs: every service with its
 // checks.

@@ -11,22 +11,12 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/services/host/internal/check"
 	"github.com/hivemind/hivemind/services/host/internal/hostconfig"
 )
-
-// Key is the tree path of a node's host record.
-func Key(node string) string { return "/nodes/" + node + "/host" }
-
-// Marshal is the record's value in the tree: deterministic, so the same
-// record is the same bytes on every write.
-func Marshal(r *hivemindv1.HostRecord) ([]byte, error) {
-	return proto.MarshalOptions{Deterministic: true}.Marshal(r)
-}
 
 // Builder builds records and remembers when each check's state last
 // changed (CheckState.updated_at). It is not safe for concurrent use.
@@ -120,15 +110,4 @@ func FromStatus(s hivemindv1.HealthStatus) check.Status {
 		return check.Critical
 	}
 	return 0
-}
-
-// SameContent reports whether a and b publish the same thing: equal but
-// for their sequence numbers and timestamps.
-func SameContent(a, b *hivemindv1.HostRecord) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	ac, bc := proto.CloneOf(a), proto.CloneOf(b)
-	ac.Seq, ac.Hlc, bc.Seq, bc.Hlc = 0, 0, 0, 0
-	return proto.Equal(ac, bc)
 }

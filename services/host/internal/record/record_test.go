@@ -6,6 +6,7 @@ import (
 	"time"
 
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
+	"github.com/hivemind/hivemind/pkg/hostpublish"
 	"github.com/hivemind/hivemind/services/host/internal/check"
 	"github.com/hivemind/hivemind/services/host/internal/hostconfig"
 )
@@ -39,16 +40,16 @@ func TestBuild(t *testing.T) {
 	later := now.Add(time.Minute)
 	b.Now = func() time.Time { return later }
 	r2 := b.Build(cfg, []netip.Addr{netip.MustParseAddr("10.0.0.1")}, health)
-	if !r2.Services[0].Checks[0].UpdatedAt.AsTime().Equal(now) || !SameContent(r, r2) {
+	if !r2.Services[0].Checks[0].UpdatedAt.AsTime().Equal(now) || !hostpublish.SameContent(r, r2) {
 		t.Errorf("an unchanged check moved: %v", r2.Services[0].Checks[0])
 	}
 	health[0].Checks[0].Status, health[0].Status = check.Passing, check.Passing
 	r3 := b.Build(cfg, []netip.Addr{netip.MustParseAddr("10.0.0.1")}, health)
-	if !r3.Services[0].Checks[0].UpdatedAt.AsTime().Equal(later) || SameContent(r, r3) {
+	if !r3.Services[0].Checks[0].UpdatedAt.AsTime().Equal(later) || hostpublish.SameContent(r, r3) {
 		t.Errorf("a changed check kept its time: %v", r3.Services[0].Checks[0])
 	}
 	r3.Seq, r3.Hlc = 9, 9
-	if r4 := b.Build(cfg, []netip.Addr{netip.MustParseAddr("10.0.0.1")}, health); !SameContent(r3, r4) {
+	if r4 := b.Build(cfg, []netip.Addr{netip.MustParseAddr("10.0.0.1")}, health); !hostpublish.SameContent(r3, r4) {
 		t.Error("SameContent looks at seq and hlc")
 	}
 }

@@ -1,4 +1,4 @@
-// Package publish is the one door through which the host agent's records
+// Package hostpublish is the one door through which the host agent's records
 // leave the machine. Each record gets the host's next sequence number and
 // an HLC timestamp here, then goes two ways (DESIGN.md §1):
 //
@@ -20,7 +20,7 @@
 //
 // Published configuration (/app/<key>) takes the durable way only, and
 // only what changed is written.
-package publish
+package hostpublish
 
 import (
 	"context"
@@ -37,8 +37,6 @@ import (
 	"github.com/hivemind/hivemind/pkg/backoff"
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/hlc"
-	"github.com/hivemind/hivemind/services/host/internal/hostconfig"
-	"github.com/hivemind/hivemind/services/host/internal/record"
 )
 
 // Store is the part of the control-plane client the publisher writes with.
@@ -419,15 +417,15 @@ func (p *Publisher) writeRecord(ctx context.Context, st Store, full bool) error 
 		if rec == nil || rec.Seq <= written {
 			return nil
 		}
-		value, err := record.Marshal(rec)
+		value, err := Marshal(rec)
 		if err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
 		cctx, cancel := context.WithTimeout(ctx, p.o.WriteTimeout)
-		resp, err := st.Put(cctx, &hivemindv1.PutRequest{Key: record.Key(p.o.Node), Value: value, Hlc: rec.Hlc})
+		resp, err := st.Put(cctx, &hivemindv1.PutRequest{Key: Key(p.o.Node), Value: value, Hlc: rec.Hlc})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("put %s: %w", record.Key(p.o.Node), err)
+			return fmt.Errorf("put %s: %w", Key(p.o.Node), err)
 		}
 		if resp.GetApplied() {
 			p.mu.Lock()
@@ -445,10 +443,10 @@ func (p *Publisher) writeRecord(ctx context.Context, st Store, full bool) error 
 		// clock was ahead. Move past it and write again.
 		stored := resp.GetKv().GetHlc()
 		if _, err := p.o.Clock.Update(hlc.Timestamp(stored)); err != nil {
-			return fmt.Errorf("put %s: the stored record's timestamp is ahead of this clock: %w", record.Key(p.o.Node), err)
+			return fmt.Errorf("put %s: the stored record's timestamp is ahead of this clock: %w", Key(p.o.Node), err)
 		}
 		if attempt >= 3 {
-			return fmt.Errorf("put %s: still not applied after %d attempts (stored hlc %d)", record.Key(p.o.Node), attempt+1, stored)
+			return fmt.Errorf("put %s: still not applied after %d attempts (stored hlc %d)", Key(p.o.Node), attempt+1, stored)
 		}
 		restamp = true
 	}
@@ -465,10 +463,10 @@ func (p *Publisher) writeApps(ctx context.Context, st Store, full bool) error {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, p.o.WriteTimeout)
-		_, err := st.Put(cctx, &hivemindv1.PutRequest{Key: hostconfig.AppPath(k), Value: []byte(v)})
+		_, err := st.Put(cctx, &hivemindv1.PutRequest{Key: AppPath(k), Value: []byte(v)})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("put %s: %w", hostconfig.AppPath(k), err)
+			return fmt.Errorf("put %s: %w", AppPath(k), err)
 		}
 		p.mu.Lock()
 		p.writtenApps[k] = v
@@ -479,10 +477,10 @@ func (p *Publisher) writeApps(ctx context.Context, st Store, full bool) error {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, p.o.WriteTimeout)
-		_, err := st.Delete(cctx, &hivemindv1.DeleteRequest{Key: hostconfig.AppPath(k)})
+		_, err := st.Delete(cctx, &hivemindv1.DeleteRequest{Key: AppPath(k)})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("delete %s: %w", hostconfig.AppPath(k), err)
+			return fmt.Errorf("delete %s: %w", AppPath(k), err)
 		}
 		p.mu.Lock()
 		delete(p.writtenApps, k)

@@ -1,4 +1,4 @@
-package publish
+package hostpublish
 
 import (
 	"context"
@@ -15,7 +15,6 @@ import (
 
 	hivemindv1 "github.com/hivemind/hivemind/pkg/gen/hivemind/v1"
 	"github.com/hivemind/hivemind/pkg/hlc"
-	"github.com/hivemind/hivemind/services/host/internal/record"
 )
 
 // fakeStore is a control plane: last writer wins by HLC under /nodes/,
@@ -64,7 +63,7 @@ func (s *fakeStore) Delete(_ context.Context, req *hivemindv1.DeleteRequest) (*h
 func (s *fakeStore) host(t *testing.T) *hivemindv1.HostRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	kv := s.kv[record.Key("h1")]
+	kv := s.kv[Key("h1")]
 	if kv == nil {
 		return nil
 	}
@@ -211,7 +210,7 @@ func TestOutageWritesOnlyTheNewestThenReasserts(t *testing.T) {
 	r1, _ := p.Publish(rec("10.0.0.1"))
 	waitUntil(t, "first record written", func() bool { return p.Written() >= r1.Seq })
 	waitUntil(t, "apps written", func() bool { _, ok := st.value("/app/b"); return ok })
-	before := st.count(record.Key("h1"))
+	before := st.count(Key("h1"))
 
 	st.setDown(true)
 	var newest *hivemindv1.HostRecord
@@ -229,7 +228,7 @@ func TestOutageWritesOnlyTheNewestThenReasserts(t *testing.T) {
 	waitUntil(t, "newest record written", func() bool { return p.Written() >= newest.Seq })
 	waitUntil(t, "app a re-asserted", func() bool { v, ok := st.value("/app/a"); return ok && v == "1" })
 
-	if got := st.count(record.Key("h1")) - before; got != 1 {
+	if got := st.count(Key("h1")) - before; got != 1 {
 		t.Errorf("%d record writes after the outage, want 1 (the newest; stale ones are not queued)", got)
 	}
 	if got := st.host(t); got.Seq != newest.Seq || got.Addresses[0] != "10.0.0.4" {
@@ -252,7 +251,7 @@ func TestReassertAfterOutageRestampsAWrittenRecord(t *testing.T) {
 	st.setDown(false)
 	waitUntil(t, "record re-asserted", func() bool { return p.Written() > r1.Seq })
 	got := st.host(t)
-	if got.Seq <= r1.Seq || got.Hlc <= r1.Hlc || !record.SameContent(got, r1) {
+	if got.Seq <= r1.Seq || got.Hlc <= r1.Hlc || !SameContent(got, r1) {
 		t.Errorf("re-asserted %v, want the same content with a newer seq and hlc than %v", got, r1)
 	}
 }
@@ -260,7 +259,7 @@ func TestReassertAfterOutageRestampsAWrittenRecord(t *testing.T) {
 func TestANewerStoredTimestampIsOvertaken(t *testing.T) {
 	st := newFakeStore()
 	ahead := uint64(hlc.FromTime(time.Now().Add(30 * time.Second)))
-	st.kv[record.Key("h1")] = &hivemindv1.KeyValue{Key: record.Key("h1"), Value: []byte("old"), Hlc: ahead}
+	st.kv[Key("h1")] = &hivemindv1.KeyValue{Key: Key("h1"), Value: []byte("old"), Hlc: ahead}
 	p := newTestPublisher(t, st, nil, nil)
 	r, _ := p.Publish(rec("10.0.0.1"))
 	waitUntil(t, "record written", func() bool { return p.Written() >= r.Seq })
