@@ -384,8 +384,6 @@ func (f *fleet) memoryRows(before map[string]procStat, benchBefore procStat) {
 		Note: fmt.Sprintf("bench (the simulated hosts, their publishers and shared connections): %.0f bytes/host, RSS %.1f MiB", float64(s.RSS-benchBefore.RSS)/float64(f.cfg.Hosts), mib(s.RSS))})
 }
 
-func mib(b int64) float64 { return float64(b) / (1 << 20) }
-
 func (f *fleet) procNames() []string {
 	return []string{"hivemind-cp1", "hivemind-cp2", "hivemind-cp3", "hivemind-dns1", "hivemind-dns2", "hivemind-notifier1", "hivemind-notifier2"}
 }
