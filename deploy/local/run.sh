@@ -61,7 +61,19 @@ stop() {
 	echo
 	echo "stopping ${#pids[@]} processes…"
 	[ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
-	for p in "${pids[@]}"; do while alive "$p"; do sleep 0.1; done; done
+	# A graceful stop takes at most --shutdown-timeout (10 s); one that
+	# hangs beyond 30 s is killed, so Ctrl-C always ends the cluster.
+	local deadline=$((SECONDS + 30))
+	for p in "${pids[@]}"; do
+		while alive "$p"; do
+			if [ $SECONDS -ge $deadline ]; then
+				echo "pid $p did not stop within 30 s; killing it" >&2
+				kill -KILL "$p" 2>/dev/null || true
+				break
+			fi
+			sleep 0.1
+		done
+	done
 	rm -f "$RUN_DIR/run.pid" "$RUN_DIR"/*.pid
 	echo "stopped."
 	exit 0

@@ -152,7 +152,10 @@ func (a *Agent) Leave(timeout time.Duration) error {
 		a.log.Warn("gossip: announcing leave", "err", err)
 	}
 	a.exchangeWithAll(time.Until(deadline))
-	return a.ml.Leave(max(time.Until(deadline), 0))
+	// memberlist waits for ever on a timeout of 0, and the steps above may
+	// have used all of it: a stop hung in Leave while the other members
+	// were gone. Give it at least a moment.
+	return a.ml.Leave(max(time.Until(deadline), time.Millisecond))
 }
 
 // exchangeWithAll exchanges full state with every alive member, a few at
