@@ -4,7 +4,12 @@
 # control-plane containers and their volumes, restore each member's volume
 # from the file, start them, and check that every key, subscription and
 # member is back, in a new epoch, and that DNS answers as before. Runs
-# against the cluster test/e2e/run.sh started.
+# against a running compose cluster (project hivemind-e2e).
+#
+# Not in make e2e yet: it passed twice and then failed once at its last
+# step ("DNS answers as before not within 60s" after the restore), so the
+# dns processors' re-bootstrap into a new epoch needs fixing first (see the
+# issue 15 note).
 set -euo pipefail
 COMPOSE=${COMPOSE:-docker-compose}
 GRPCURL=${GRPCURL:-bin/grpcurl}
